@@ -1,0 +1,52 @@
+# One command for the demo, one for every check. Both install what they need:
+# Debian packages (CNI reference plugins, iproute2, openssl), a virtualenv with
+# the package and its test extras, and the pinned control-plane binaries
+# (compiled once with Go, then cached in ~/.cache/whereabouts-py).
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+APT_PACKAGES := containernetworking-plugins iproute2 openssl ca-certificates
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test check lint typecheck imports unit setup system-deps controlplane clean
+
+demo: setup
+	$(BIN)/whereabouts-py demo
+
+test: setup lint typecheck imports unit
+
+system-deps:
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages:$$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
+	@command -v go >/dev/null || { echo "Go (>= 1.26) is needed once to build the control plane"; exit 1; }
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $(STAMP)
+
+controlplane: $(STAMP)
+	$(BIN)/whereabouts-py devcluster build
+
+setup: system-deps $(STAMP) controlplane
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+imports: $(STAMP)
+	$(BIN)/lint-imports
+
+unit: $(STAMP)
+	$(BIN)/pytest -q -p no:cacheprovider
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,3 @@
+from whereabouts_py.cli import main
+
+raise SystemExit(main())

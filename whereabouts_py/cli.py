@@ -1,0 +1,148 @@
+"""The ``whereabouts-py`` command: one entry point for every process.
+
+Each subcommand imports its implementation only when it runs, so that
+``whereabouts-py --help`` and light subcommands stay fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+DEFAULT_DEVCLUSTER_DIR = Path(os.environ.get("TMPDIR", "/tmp")) / "whereabouts-py-devcluster"
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def _devcluster_up(args: argparse.Namespace) -> int:
+    from whereabouts_py.devcluster.controlplane import ControlPlane
+
+    plane = ControlPlane.start(Path(args.dir))
+    print(plane.kubeconfig)
+    return 0
+
+
+def _devcluster_down(args: argparse.Namespace) -> int:
+    from whereabouts_py.devcluster.controlplane import ControlPlane, ControlPlaneError
+
+    directory = Path(args.dir)
+    try:
+        plane = ControlPlane.load(directory)
+    except ControlPlaneError:
+        print(f"devcluster: nothing running in {directory}", file=sys.stderr)
+        return 0
+    plane.stop(remove_directory=True)
+    print(f"devcluster: stopped and removed {directory}", file=sys.stderr)
+    return 0
+
+
+def _devcluster_exec(args: argparse.Namespace) -> int:
+    from whereabouts_py.devcluster.controlplane import ControlPlane
+
+    command: list[str] = list(args.command)
+    if command and command[0] == "--":
+        command = command[1:]
+    if not command:
+        print("devcluster exec: give a command after '--'", file=sys.stderr)
+        return 2
+    plane = ControlPlane.start(Path(args.dir) if args.dir else None, die_with_parent=True)
+    try:
+        try:
+            completed = subprocess.run(command, env=plane.environment(), check=False)
+        except FileNotFoundError:
+            print(f"devcluster exec: command not found: {command[0]}", file=sys.stderr)
+            return 127
+        return completed.returncode
+    finally:
+        plane.stop(remove_directory=plane.owns_directory or args.dir is not None)
+
+
+def _devcluster_build(_args: argparse.Namespace) -> int:
+    from whereabouts_py.devcluster.binaries import ensure_binaries
+
+    print(ensure_binaries().directory)
+    return 0
+
+
+def _add_devcluster(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    devcluster = subparsers.add_parser(
+        "devcluster",
+        help="a local Kubernetes control plane (kube-apiserver + etcd) for demos and tests",
+    )
+    actions = devcluster.add_subparsers(dest="action", required=True, metavar="ACTION")
+
+    up = actions.add_parser("up", help="start in the background and print the kubeconfig path")
+    up.add_argument("--dir", default=str(DEFAULT_DEVCLUSTER_DIR), help="state directory")
+    up.set_defaults(handler=_devcluster_up)
+
+    down = actions.add_parser("down", help="stop the control plane started by 'up' and clean up")
+    down.add_argument("--dir", default=str(DEFAULT_DEVCLUSTER_DIR), help="state directory")
+    down.set_defaults(handler=_devcluster_down)
+
+    run = actions.add_parser(
+        "exec", help="start a fresh control plane, run COMMAND with KUBECONFIG set, stop it"
+    )
+    run.add_argument("--dir", default=None, help="state directory (default: a temporary one)")
+    run.add_argument("command", nargs=argparse.REMAINDER, metavar="-- COMMAND [ARGS...]")
+    run.set_defaults(handler=_devcluster_exec)
+
+    build = actions.add_parser("build", help="build (once) and print the cached binaries' folder")
+    build.set_defaults(handler=_devcluster_build)
+
+
+def _install_cni(args: argparse.Namespace) -> int:
+    from whereabouts_py.cni.install import install_cni
+
+    print(install_cni(Path(args.bin_dir), args.name))
+    return 0
+
+
+def _add_install_cni(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    install = subparsers.add_parser(
+        "install-cni", help="install the CNI IPAM plugin executable into a CNI bin directory"
+    )
+    install.add_argument("--bin-dir", required=True, help="the CNI bin directory, e.g. /opt/cni/bin")
+    install.add_argument(
+        "--name",
+        default="whereabouts",
+        help="file name of the plugin, which NADs name as ipam.type (default: whereabouts)",
+    )
+    install.set_defaults(handler=_install_cni)
+
+
+def _demo(_args: argparse.Namespace) -> int:
+    from whereabouts_py.devcluster.demo import run_demo
+
+    return run_demo()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="whereabouts-py",
+        description="Cluster-wide IPAM for Kubernetes secondary networks.",
+    )
+    subparsers = parser.add_subparsers(dest="subcommand", required=True, metavar="SUBCOMMAND")
+    _add_devcluster(subparsers)
+    demo = subparsers.add_parser("demo", help="show whereabouts-py on a local control plane")
+    demo.set_defaults(handler=_demo)
+    _add_install_cni(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler: Handler = args.handler
+    try:
+        return handler(args)
+    except KeyboardInterrupt:
+        return 130
+    except Exception as error:  # the CLI answers every error in one line
+        from whereabouts_py.errors import describe
+
+        print(f"whereabouts-py {args.subcommand}: {describe(error)}", file=sys.stderr)
+        return 1

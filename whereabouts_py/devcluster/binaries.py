@@ -1,0 +1,152 @@
+"""Build the pinned control-plane binaries once and cache them by version.
+
+kube-apiserver, kubectl and etcd are compiled with this machine's Go toolchain
+from the Go module proxy through the wrapper module in ``gomod/``. The cache
+key holds the pinned versions and a digest of go.mod/go.sum, so changing a pin
+builds a new set while older sets stay usable.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+KUBERNETES_VERSION = "v1.36.3"
+ETCD_VERSION = "v3.6.8"
+
+GOMOD_DIR = Path(__file__).with_name("gomod")
+
+# (binary name, Go package path) in build order: the smallest first, so a
+# broken toolchain shows up quickly.
+_TARGETS: tuple[tuple[str, str], ...] = (
+    ("etcd", "go.etcd.io/etcd/server/v3"),
+    ("kubectl", "k8s.io/kubernetes/cmd/kubectl"),
+    ("kube-apiserver", "k8s.io/kubernetes/cmd/kube-apiserver"),
+)
+
+
+class BuildError(RuntimeError):
+    """A control-plane binary could not be built; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class Binaries:
+    """Paths of one cached, complete set of control-plane binaries."""
+
+    directory: Path
+
+    @property
+    def kube_apiserver(self) -> Path:
+        return self.directory / "kube-apiserver"
+
+    @property
+    def kubectl(self) -> Path:
+        return self.directory / "kubectl"
+
+    @property
+    def etcd(self) -> Path:
+        return self.directory / "etcd"
+
+
+def cache_root() -> Path:
+    """Where built binaries live: ``$WHEREABOUTS_PY_CACHE`` or ``~/.cache/whereabouts-py``."""
+    configured = os.environ.get("WHEREABOUTS_PY_CACHE")
+    if configured:
+        return Path(configured)
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg) if xdg else Path.home() / ".cache"
+    return base / "whereabouts-py"
+
+
+def _module_digest() -> str:
+    digest = hashlib.sha256()
+    for name in ("go.mod", "go.sum"):
+        digest.update((GOMOD_DIR / name).read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def cache_dir() -> Path:
+    key = f"k8s-{KUBERNETES_VERSION}-etcd-{ETCD_VERSION}-{_module_digest()}"
+    return cache_root() / "controlplane" / key
+
+
+def _ldflags() -> str:
+    major, minor = KUBERNETES_VERSION.lstrip("v").split(".")[:2]
+    flags = ["-s", "-w"]
+    for package in ("k8s.io/component-base/version", "k8s.io/client-go/pkg/version"):
+        flags += [
+            f"-X {package}.gitVersion={KUBERNETES_VERSION}",
+            f"-X {package}.gitMajor={major}",
+            f"-X {package}.gitMinor={minor}",
+            f"-X {package}.gitTreeState=clean",
+        ]
+    return " ".join(flags)
+
+
+def _go_executable() -> str:
+    go = shutil.which("go")
+    if go is None:
+        raise BuildError(
+            "the Go toolchain ('go') is not on PATH; it is needed once to build "
+            f"kube-apiserver {KUBERNETES_VERSION} and etcd {ETCD_VERSION} (install Go >= 1.26)"
+        )
+    return go
+
+
+def _build_one(go: str, name: str, package: str, out: Path, log: Callable[[str], None]) -> None:
+    env = dict(os.environ, CGO_ENABLED="0", GOFLAGS="-mod=readonly -buildvcs=false")
+    command = [go, "build", "-trimpath", "-ldflags", _ldflags(), "-o", str(out), package]
+    started = time.monotonic()
+    log(f"devcluster: building {name} ({package}) ...")
+    result = subprocess.run(
+        command, cwd=GOMOD_DIR, env=env, capture_output=True, text=True, check=False
+    )
+    if result.returncode != 0:
+        tail = "\n".join((result.stderr or result.stdout).strip().splitlines()[-25:])
+        raise BuildError(
+            f"building {name} from {package} failed (exit {result.returncode}):\n{tail}"
+        )
+    log(f"devcluster: built {name} in {time.monotonic() - started:.0f}s")
+
+
+def ensure_binaries(log: Callable[[str], None] | None = None) -> Binaries:
+    """Return the cached binaries, building the missing set first (only once)."""
+    emit = log or (lambda line: print(line, file=sys.stderr, flush=True))
+    target = cache_dir()
+    binaries = Binaries(target)
+    if all((target / name).is_file() for name, _ in _TARGETS):
+        return binaries
+    target.parent.mkdir(parents=True, exist_ok=True)
+    lock_path = target.parent / (target.name + ".lock")
+    with lock_path.open("w") as lock:
+        # Another process may be building the same set; wait for it.
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if all((target / name).is_file() for name, _ in _TARGETS):
+            return binaries
+        go = _go_executable()
+        emit(
+            f"devcluster: first run: compiling kube-apiserver {KUBERNETES_VERSION}, kubectl "
+            f"and etcd {ETCD_VERSION} into {target} (takes minutes, only once)"
+        )
+        started = time.monotonic()
+        staging = Path(tempfile.mkdtemp(prefix=target.name + ".", dir=target.parent))
+        try:
+            for name, package in _TARGETS:
+                _build_one(go, name, package, staging / name, emit)
+            if target.exists():
+                shutil.rmtree(target)
+            staging.rename(target)
+        finally:
+            if staging.exists():
+                shutil.rmtree(staging, ignore_errors=True)
+        emit(f"devcluster: control-plane binaries ready in {time.monotonic() - started:.0f}s")
+    return binaries

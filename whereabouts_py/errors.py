@@ -1,0 +1,170 @@
+"""Every error whereabouts-py reports, each with the CNI error code it maps to.
+
+Standard library only: the CNI shim imports this module.
+
+    WhereaboutsError                      (base; code 999 when nothing better fits)
+    ├── IncompatibleVersionError          1   cniVersion not supported
+    ├── UnsupportedFieldError             2   a field we recognise but cannot honour
+    ├── ContainerUnknownError             3   no such container / attachment (CHECK)
+    ├── InvalidEnvironmentError           4   CNI_* environment missing or malformed
+    ├── StoreError                        5   the Kubernetes API failed (I/O)
+    ├── DecodeError                       6   stdin or a request is not valid JSON
+    ├── ConfigError                       7   the IPAM configuration is invalid
+    ├── TryAgainError                    11   transient: conflicts exhausted, daemon busy
+    │   └── DaemonUnreachableError       11   the node daemon's socket does not answer
+    ├── NotAvailableError                50   STATUS: an ADD could not succeed now
+    ├── PoolExhaustedError              100   no free address left in a range
+    ├── AddressTakenError               101   the requested address is held by another pod
+    ├── AddressOutOfRangeError          102   the requested address is in no configured range
+    ├── AddressNotConfiguredError       103   CHECK: the address is not on the interface
+    └── GarbageCollectionError          104   GC released what it could but some failed
+
+Codes 100 and up are ours; ``docs/cni-errors.md`` lists them for operators.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+# CNI spec 1.1.0 well-known codes.
+CODE_INCOMPATIBLE_VERSION = 1
+CODE_UNSUPPORTED_FIELD = 2
+CODE_CONTAINER_UNKNOWN = 3
+CODE_INVALID_ENVIRONMENT = 4
+CODE_IO_FAILURE = 5
+CODE_DECODE_FAILURE = 6
+CODE_INVALID_CONFIG = 7
+CODE_TRY_AGAIN = 11
+CODE_NOT_AVAILABLE = 50
+CODE_NOT_AVAILABLE_LIMITED = 51
+# Our own codes (>= 100).
+CODE_POOL_EXHAUSTED = 100
+CODE_ADDRESS_TAKEN = 101
+CODE_ADDRESS_OUT_OF_RANGE = 102
+CODE_ADDRESS_NOT_CONFIGURED = 103
+CODE_GC_INCOMPLETE = 104
+CODE_INTERNAL = 999
+
+
+class WhereaboutsError(Exception):
+    """Base of every error we report. ``msg`` is short, ``details`` says what to do."""
+
+    default_code: ClassVar[int] = CODE_INTERNAL
+
+    def __init__(self, msg: str, details: str = "", *, code: int | None = None) -> None:
+        super().__init__(msg)
+        self.msg = msg
+        self.details = details
+        self.code = self.default_code if code is None else code
+
+    def __str__(self) -> str:
+        return f"{self.msg}: {self.details}" if self.details else self.msg
+
+    def to_cni(self, cni_version: str) -> dict[str, Any]:
+        """The CNI error object that the plugin prints on stdout."""
+        error: dict[str, Any] = {"cniVersion": cni_version, "code": self.code, "msg": self.msg}
+        if self.details:
+            error["details"] = self.details
+        return error
+
+
+class IncompatibleVersionError(WhereaboutsError):
+    default_code = CODE_INCOMPATIBLE_VERSION
+
+
+class UnsupportedFieldError(WhereaboutsError):
+    default_code = CODE_UNSUPPORTED_FIELD
+
+
+class ContainerUnknownError(WhereaboutsError):
+    default_code = CODE_CONTAINER_UNKNOWN
+
+
+class InvalidEnvironmentError(WhereaboutsError):
+    default_code = CODE_INVALID_ENVIRONMENT
+
+
+class StoreError(WhereaboutsError):
+    default_code = CODE_IO_FAILURE
+
+
+class DecodeError(WhereaboutsError):
+    default_code = CODE_DECODE_FAILURE
+
+
+class ConfigError(WhereaboutsError):
+    """Invalid IPAM configuration; the message names the key and the offending value."""
+
+    default_code = CODE_INVALID_CONFIG
+
+    def __init__(self, key: str, value: object, problem: str, details: str = "") -> None:
+        shown = value if isinstance(value, str) else repr(value)
+        super().__init__(f"invalid ipam config: {key}={shown!s}: {problem}", details)
+        self.key = key
+        self.value = value
+
+
+class TryAgainError(WhereaboutsError):
+    default_code = CODE_TRY_AGAIN
+
+
+class DaemonUnreachableError(TryAgainError):
+    pass
+
+
+class NotAvailableError(WhereaboutsError):
+    default_code = CODE_NOT_AVAILABLE
+
+
+class PoolExhaustedError(WhereaboutsError):
+    default_code = CODE_POOL_EXHAUSTED
+
+
+class AddressTakenError(WhereaboutsError):
+    default_code = CODE_ADDRESS_TAKEN
+
+
+class AddressOutOfRangeError(WhereaboutsError):
+    default_code = CODE_ADDRESS_OUT_OF_RANGE
+
+
+class AddressNotConfiguredError(WhereaboutsError):
+    default_code = CODE_ADDRESS_NOT_CONFIGURED
+
+
+class GarbageCollectionError(WhereaboutsError):
+    default_code = CODE_GC_INCOMPLETE
+
+
+_BY_CODE: dict[int, type[WhereaboutsError]] = {
+    cls.default_code: cls
+    for cls in (
+        IncompatibleVersionError,
+        UnsupportedFieldError,
+        ContainerUnknownError,
+        InvalidEnvironmentError,
+        StoreError,
+        DecodeError,
+        TryAgainError,
+        NotAvailableError,
+        PoolExhaustedError,
+        AddressTakenError,
+        AddressOutOfRangeError,
+        AddressNotConfiguredError,
+        GarbageCollectionError,
+    )
+}
+
+
+def from_code(code: int, msg: str, details: str = "") -> WhereaboutsError:
+    """Rebuild an error received over the daemon socket, keeping its code and text."""
+    return _BY_CODE.get(code, WhereaboutsError)(msg, details, code=code)
+
+
+def describe(error: BaseException) -> str:
+    """One line for a CLI user: our errors as they are, others with their type."""
+    if isinstance(error, WhereaboutsError):
+        return str(error)
+    text = str(error)
+    name = type(error).__name__
+    return f"{name}: {text}" if text else name
