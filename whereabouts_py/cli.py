@@ -105,13 +105,56 @@ def _add_install_cni(subparsers: argparse._SubParsersAction[argparse.ArgumentPar
     install = subparsers.add_parser(
         "install-cni", help="install the CNI IPAM plugin executable into a CNI bin directory"
     )
-    install.add_argument("--bin-dir", required=True, help="the CNI bin directory, e.g. /opt/cni/bin")
+    install.add_argument("--bin-dir", required=True, help="CNI bin directory, e.g. /opt/cni/bin")
     install.add_argument(
         "--name",
         default="whereabouts",
         help="file name of the plugin, which NADs name as ipam.type (default: whereabouts)",
     )
     install.set_defaults(handler=_install_cni)
+
+
+def _daemon(args: argparse.Namespace) -> int:
+    from whereabouts_py.daemon.main import run_daemon
+
+    return run_daemon(
+        node_name=args.node_name,
+        socket_path=args.socket,
+        kubeconfig=args.kubeconfig,
+        namespace=args.namespace,
+        metrics_address=args.metrics_address,
+        coordination=args.pool_leases,
+        log_level=args.log_level,
+    )
+
+
+def _add_daemon(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    daemon = subparsers.add_parser(
+        "daemon", help="the node daemon: serves the CNI shim and writes the IPPools"
+    )
+    daemon.add_argument(
+        "--node-name", required=True, help="this node's name (recorded on allocations)"
+    )
+    daemon.add_argument(
+        "--socket", default="/run/whereabouts-py/daemon.sock", help="unix socket for the shim"
+    )
+    daemon.add_argument(
+        "--kubeconfig", default=None, help="kubeconfig file (default: in-cluster credentials)"
+    )
+    daemon.add_argument(
+        "--namespace", default="kube-system", help="namespace of the IPPools (install namespace)"
+    )
+    daemon.add_argument("--metrics-address", default=None, help="HOST:PORT to serve /metrics on")
+    daemon.add_argument(
+        "--pool-leases",
+        choices=["auto", "always", "never"],
+        default="auto",
+        help="coordinate pool writers through Leases: after a conflict (auto), always, never",
+    )
+    daemon.add_argument(
+        "--log-level", default="info", choices=["debug", "info", "warning", "error"]
+    )
+    daemon.set_defaults(handler=_daemon)
 
 
 def _demo(_args: argparse.Namespace) -> int:
@@ -127,6 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     subparsers = parser.add_subparsers(dest="subcommand", required=True, metavar="SUBCOMMAND")
     _add_devcluster(subparsers)
+    _add_daemon(subparsers)
     demo = subparsers.add_parser("demo", help="show whereabouts-py on a local control plane")
     demo.set_defaults(handler=_demo)
     _add_install_cni(subparsers)

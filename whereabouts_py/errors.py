@@ -8,10 +8,13 @@ Standard library only: the CNI shim imports this module.
     ├── ContainerUnknownError             3   no such container / attachment (CHECK)
     ├── InvalidEnvironmentError           4   CNI_* environment missing or malformed
     ├── StoreError                        5   the Kubernetes API failed (I/O)
+    │   └── NotFoundError                 5   the object does not exist
     ├── DecodeError                       6   stdin or a request is not valid JSON
     ├── ConfigError                       7   the IPAM configuration is invalid
     ├── TryAgainError                    11   transient: conflicts exhausted, daemon busy
-    │   └── DaemonUnreachableError       11   the node daemon's socket does not answer
+    │   ├── DaemonUnreachableError       11   the node daemon's socket does not answer
+    │   └── ConflictError                11   a compare-and-swap lost (409 Conflict)
+    │       └── AlreadyExistsError       11   a create found the object there
     ├── NotAvailableError                50   STATUS: an ADD could not succeed now
     ├── PoolExhaustedError              100   no free address left in a range
     ├── AddressTakenError               101   the requested address is held by another pod
@@ -88,6 +91,10 @@ class StoreError(WhereaboutsError):
     default_code = CODE_IO_FAILURE
 
 
+class NotFoundError(StoreError):
+    pass
+
+
 class DecodeError(WhereaboutsError):
     default_code = CODE_DECODE_FAILURE
 
@@ -109,6 +116,14 @@ class TryAgainError(WhereaboutsError):
 
 
 class DaemonUnreachableError(TryAgainError):
+    pass
+
+
+class ConflictError(TryAgainError):
+    """A write lost its compare-and-swap; callers re-read and retry, boundedly."""
+
+
+class AlreadyExistsError(ConflictError):
     pass
 
 

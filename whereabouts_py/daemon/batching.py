@@ -1,0 +1,271 @@
+"""One writer per IPPool on this node: batches pending work into single CAS writes.
+
+Every request that changes a pool (an ADD's assignment, a DEL's release, a GC
+sweep) is an *operation*: a pure function from the pool's allocations to new
+allocations plus a value for its caller. Requests queue per pool; one worker
+thread takes everything queued, applies the operations in order to the latest
+snapshot, and writes the result with one compare-and-swap. A lost race (409)
+re-reads the pool and re-applies the whole batch: operations are pure, so
+re-applying them is safe, and the pool's resourceVersion alone decides who
+wins. Correctness never depends on anything else here.
+
+Leases only keep contention from turning into retry storms. While no write
+of ours has lost a race recently, the worker writes optimistically. After a
+conflict it coordinates for a while: it takes the pool's coordination Lease
+(itself by compare-and-swap) before writing, keeps it while its queue has
+work, and hands it back when the queue drains. Waiting for the Lease lets
+more of this node's requests join the batch, so under load each turn writes
+many allocations at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from whereabouts_py.core.allocator import Allocation
+from whereabouts_py.errors import ConflictError, StoreError, TryAgainError, WhereaboutsError
+from whereabouts_py.store.kube import KubeStore, LeaseRecord, PoolSnapshot
+
+log = logging.getLogger(__name__)
+
+Operation = Callable[[dict[int, Allocation]], tuple[dict[int, Allocation], Any]]
+Coordination = Literal["auto", "always", "never"]
+
+MAX_WRITE_ATTEMPTS = 40
+# How long after a lost race the worker keeps coordinating through the Lease.
+COORDINATION_WINDOW_S = 5.0
+# How often a waiting worker looks at a Lease held by another node. Much shorter
+# than whereabouts' leader_retry_period (500 ms): turns are short here.
+LEASE_POLL_S = 0.02
+# A worker gives up waiting for the Lease after this long and writes optimistically.
+LEASE_WAIT_LIMIT_S = 3.0
+
+
+@dataclass(frozen=True)
+class LeaseSettings:
+    """whereabouts' leader_* settings, in seconds."""
+
+    duration_s: float = 1.5
+    renew_deadline_s: float = 1.0
+    retry_period_s: float = 0.5
+
+
+@dataclass
+class _Pending:
+    operation: Operation
+    done: threading.Event = field(default_factory=threading.Event)
+    value: Any = None
+    error: BaseException | None = None
+    cancelled: bool = False
+
+
+@dataclass
+class WriterStats:
+    writes: int = 0
+    conflicts: int = 0
+    operations: int = 0
+    lease_acquisitions: int = 0
+
+
+class PoolWriter:
+    """Serialises and batches this node's changes to one IPPool."""
+
+    def __init__(
+        self,
+        store: KubeStore,
+        name: str,
+        cidr: str,
+        identity: str,
+        *,
+        lease: LeaseSettings | None = None,
+        coordination: Coordination = "auto",
+        on_conflict: Callable[[str], None] | None = None,
+    ) -> None:
+        self.store = store
+        self.name = name
+        self.cidr = cidr
+        self.identity = identity
+        self.lease_settings = lease or LeaseSettings()
+        self.coordination = coordination
+        self.stats = WriterStats()
+        self._on_conflict = on_conflict
+        self._cond = threading.Condition()
+        self._queue: list[_Pending] = []
+        self._worker_running = False
+        self._snapshot: PoolSnapshot | None = None
+        self._contended_until = 0.0
+        self._lease: LeaseRecord | None = None
+        self._lease_taken_at = 0.0
+
+    @property
+    def lease_name(self) -> str:
+        return f"whereabouts-py-pool-{self.name}"[:253]
+
+    # --- callers ----------------------------------------------------------------------
+    def run(self, operation: Operation, timeout_s: float = 20.0) -> Any:
+        """Apply ``operation`` in the next batch; return its value or raise its error."""
+        pending = _Pending(operation)
+        with self._cond:
+            self._queue.append(pending)
+            if not self._worker_running:
+                self._worker_running = True
+                threading.Thread(target=self._work, name=f"pool-{self.name}", daemon=True).start()
+        if not pending.done.wait(timeout_s):
+            pending.cancelled = True
+            raise TryAgainError(
+                f"IPPool {self.name} could not be written within {timeout_s:g}s",
+                "the Kubernetes API is slow or the pool is heavily contended; retry",
+            )
+        if pending.error is not None:
+            raise pending.error
+        return pending.value
+
+    def read(self) -> PoolSnapshot:
+        """A fresh read of the pool (also refreshes the cached snapshot)."""
+        snapshot = self.store.get_pool(self.name, self.cidr)
+        with self._cond:
+            self._snapshot = snapshot
+        return snapshot
+
+    # --- the worker ----------------------------------------------------------------------
+    def _work(self) -> None:
+        while True:
+            with self._cond:
+                batch = [p for p in self._queue if not p.cancelled]
+                self._queue.clear()
+                if not batch:
+                    self._worker_running = False
+                    lease, self._lease = self._lease, None
+                    break
+            try:
+                self._process(batch)
+            except BaseException as error:  # never leave a caller waiting
+                log.exception("pool %s: unexpected error in batch", self.name)
+                for pending in batch:
+                    if not pending.done.is_set():
+                        pending.error = error
+                        pending.done.set()
+        if lease is not None:
+            self._give_back(lease)
+
+    def _coordinating(self) -> bool:
+        if self.coordination == "never":
+            return False
+        return self.coordination == "always" or time.monotonic() < self._contended_until
+
+    def _process(self, batch: list[_Pending]) -> None:
+        for attempt in range(1, MAX_WRITE_ATTEMPTS + 1):
+            if self._coordinating():
+                self._hold_lease()
+                batch = batch + self._take_more()
+            snapshot = self._snapshot
+            fresh = snapshot is None
+            if snapshot is None:
+                snapshot = self.store.get_pool(self.name, self.cidr)
+            allocations = dict(snapshot.allocations)
+            outcomes: list[tuple[_Pending, Any, BaseException | None]] = []
+            for pending in batch:
+                if pending.cancelled:
+                    continue
+                try:
+                    allocations, value = pending.operation(allocations)
+                except WhereaboutsError as error:
+                    outcomes.append((pending, None, error))
+                else:
+                    outcomes.append((pending, value, None))
+            if allocations == dict(snapshot.allocations):
+                if not fresh:
+                    # Nothing to write, but the answer came from a cached snapshot:
+                    # confirm it against a fresh read before telling anyone.
+                    self._snapshot = None
+                    continue
+                self._snapshot = snapshot
+                self._finish(outcomes)
+                return
+            try:
+                self._snapshot = self.store.write_pool(snapshot, allocations)
+            except ConflictError:
+                self._snapshot = None
+                self.stats.conflicts += 1
+                if self._on_conflict is not None:
+                    self._on_conflict(self.name)
+                if self.coordination != "never":
+                    self._contended_until = time.monotonic() + COORDINATION_WINDOW_S
+                time.sleep(random.uniform(0, min(0.2, 0.005 * attempt)))
+                continue
+            except StoreError as error:
+                self._snapshot = None
+                for pending in batch:
+                    pending.error = error
+                    pending.done.set()
+                return
+            self.stats.writes += 1
+            self.stats.operations += len(outcomes)
+            self._finish(outcomes)
+            return
+        failure = TryAgainError(
+            f"IPPool {self.name}: lost {MAX_WRITE_ATTEMPTS} compare-and-swap races in a row",
+            "the pool is heavily contended; retry",
+        )
+        for pending in batch:
+            pending.error = failure
+            pending.done.set()
+
+    def _take_more(self) -> list[_Pending]:
+        with self._cond:
+            more = [p for p in self._queue if not p.cancelled]
+            self._queue.clear()
+        return more
+
+    @staticmethod
+    def _finish(outcomes: list[tuple[_Pending, Any, BaseException | None]]) -> None:
+        for pending, value, error in outcomes:
+            pending.value, pending.error = value, error
+            pending.done.set()
+
+    # --- the Lease -------------------------------------------------------------------------
+    def _hold_lease(self) -> None:
+        """Take the pool's Lease, waiting (bounded) while another node holds it."""
+        settings = self.lease_settings
+        if self._lease is not None:
+            if time.monotonic() - self._lease_taken_at < settings.renew_deadline_s / 2:
+                return
+            try:  # renew
+                self._lease = self.store.write_lease(
+                    self._lease, self.lease_name, self.identity, settings.duration_s
+                )
+                self._lease_taken_at = time.monotonic()
+                return
+            except (ConflictError, StoreError):
+                self._lease = None
+        give_up = time.monotonic() + LEASE_WAIT_LIMIT_S
+        while time.monotonic() < give_up:
+            try:
+                current = self.store.get_lease(self.lease_name)
+                now = dt.datetime.now(dt.UTC)
+                if current is None or not current.held_by_other(self.identity, now):
+                    self._lease = self.store.write_lease(
+                        current, self.lease_name, self.identity, settings.duration_s
+                    )
+                    self._lease_taken_at = time.monotonic()
+                    self.stats.lease_acquisitions += 1
+                    return
+            except ConflictError:
+                pass  # someone else took it first
+            except StoreError as error:
+                log.warning("pool %s: lease unavailable (%s); writing without it", self.name, error)
+                return
+            time.sleep(random.uniform(0.5, 1.5) * min(LEASE_POLL_S, settings.retry_period_s))
+        log.info("pool %s: lease still held elsewhere; writing without it", self.name)
+
+    def _give_back(self, lease: LeaseRecord) -> None:
+        with contextlib.suppress(StoreError):  # else it expires on its own
+            self.store.write_lease(lease, self.lease_name, "", self.lease_settings.duration_s)

@@ -1,0 +1,65 @@
+"""``whereabouts-py daemon``: wire the store, the service and the socket together."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import sys
+import threading
+from types import FrameType
+
+from whereabouts_py.daemon.batching import Coordination
+from whereabouts_py.daemon.netns import address_configured
+from whereabouts_py.daemon.server import DaemonServer
+from whereabouts_py.daemon.service import IPAMService
+from whereabouts_py.metrics import daemon as metrics
+from whereabouts_py.store.kube import KubeStore, connect
+
+log = logging.getLogger("whereabouts_py.daemon")
+
+
+def run_daemon(
+    *,
+    node_name: str,
+    socket_path: str,
+    kubeconfig: str | None,
+    namespace: str,
+    metrics_address: str | None,
+    coordination: Coordination = "auto",
+    log_level: str = "info",
+) -> int:
+    logging.basicConfig(
+        level=getattr(logging, log_level.upper(), logging.INFO),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    store = KubeStore(connect(kubeconfig), namespace)
+    service = IPAMService(
+        store, node_name, coordination=coordination, netns_checker=address_configured
+    )
+    server = DaemonServer(socket_path, service)
+    if metrics_address:
+        metrics.serve(metrics_address)
+
+    def stop(signum: int, _frame: FrameType | None) -> None:
+        log.info("signal %d: shutting down", signum)
+        threading.Thread(target=server.shutdown, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    log.info(
+        "node %s serving %s (namespace %s, API %s)",
+        node_name,
+        socket_path,
+        namespace,
+        store.ping(),
+    )
+    try:
+        server.serve_forever(poll_interval=0.2)
+    finally:
+        server.server_close()
+        with contextlib.suppress(OSError):
+            os.unlink(socket_path)
+    return 0

@@ -1,0 +1,390 @@
+"""The one place that talks to the Kubernetes API.
+
+Everything above this module sees plain values (``PoolSnapshot``,
+``Reservation``, ``LeaseRecord``) and the errors of ``whereabouts_py.errors``;
+no kubernetes-client type leaks out. Every write is a compare-and-swap on
+``metadata.resourceVersion``: a lost race raises ``ConflictError`` and the
+caller re-reads and retries.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import threading
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+
+from whereabouts_py.core.allocator import Allocation
+from whereabouts_py.core.codec import (
+    decode_allocations,
+    decode_reservation,
+    encode_allocations,
+    encode_reservation,
+)
+from whereabouts_py.errors import AlreadyExistsError, ConflictError, NotFoundError, StoreError
+
+GROUP = "whereabouts.cni.cncf.io"
+VERSION = "v1alpha1"
+POOLS = "ippools"
+RESERVATIONS = "overlappingrangeipreservations"
+LEASE_GROUP, LEASE_VERSION, LEASES = "coordination.k8s.io", "v1", "leases"
+DEFAULT_NAMESPACE = "kube-system"
+# (connect, read) seconds for one API request.
+REQUEST_TIMEOUT = (3.0, 15.0)
+
+
+@dataclass(frozen=True)
+class PoolSnapshot:
+    """One IPPool as read: ``resource_version`` is None when it does not exist yet."""
+
+    name: str
+    cidr: str
+    allocations: Mapping[int, Allocation]
+    resource_version: str | None
+
+
+@dataclass(frozen=True)
+class Reservation:
+    """One OverlappingRangeIPReservation (a cluster-wide claim on one address)."""
+
+    name: str
+    holder: Allocation
+    resource_version: str
+
+
+@dataclass(frozen=True)
+class LeaseRecord:
+    """A coordination.k8s.io/v1 Lease as read."""
+
+    name: str
+    holder: str
+    renewed: dt.datetime | None
+    duration_s: float
+    resource_version: str
+
+    def held_by_other(self, identity: str, now: dt.datetime) -> bool:
+        if not self.holder or self.holder == identity or self.renewed is None:
+            return False
+        return now < self.renewed + dt.timedelta(seconds=self.duration_s)
+
+
+def connect(kubeconfig: str | None = None, pool_size: int = 32) -> client.ApiClient:
+    """An API client from a kubeconfig file, else from the in-cluster service account."""
+    configuration = client.Configuration()
+    try:
+        if kubeconfig:
+            config.load_kube_config(  # type: ignore[no-untyped-call]
+                config_file=kubeconfig, client_configuration=configuration
+            )
+        else:
+            config.load_incluster_config(  # type: ignore[no-untyped-call]
+                client_configuration=configuration
+            )
+    except (config.ConfigException, OSError) as error:
+        where = kubeconfig or "the in-cluster service account"
+        raise StoreError(f"cannot load Kubernetes credentials from {where}", str(error)) from None
+    configuration.connection_pool_maxsize = pool_size
+    return client.ApiClient(configuration)
+
+
+def _reason(error: ApiException) -> str:
+    try:
+        body = json.loads(error.body or "{}")
+        return str(body.get("message") or error.reason)
+    except (ValueError, AttributeError):
+        return str(error.reason)
+
+
+@contextmanager
+def _translated(action: str) -> Iterator[None]:
+    """Turn client exceptions into ours, naming what we were doing."""
+    try:
+        yield
+    except ApiException as error:
+        if error.status == 409:
+            if "already exists" in (error.body or ""):
+                raise AlreadyExistsError(f"{action}: already exists", _reason(error)) from None
+            raise ConflictError(f"{action}: conflict", _reason(error)) from None
+        if error.status == 404:
+            raise NotFoundError(f"{action}: not found", _reason(error)) from None
+        raise StoreError(f"{action}: API answered {error.status}", _reason(error)) from None
+    except (OSError, ValueError) as error:  # urllib3 errors are OSError/ValueError subclasses
+        raise StoreError(f"{action}: Kubernetes API not reachable", str(error)) from None
+    except Exception as error:  # urllib3.exceptions.HTTPError is neither
+        if type(error).__module__.startswith("urllib3"):
+            raise StoreError(f"{action}: Kubernetes API not reachable", str(error)) from None
+        raise
+
+
+def _parse_time(value: object) -> dt.datetime | None:
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        return dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def _micro_time(moment: dt.datetime) -> str:
+    return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class KubeStore:
+    """IPPools, reservations and Leases in one namespace, all by compare-and-swap."""
+
+    def __init__(self, api_client: client.ApiClient, namespace: str = DEFAULT_NAMESPACE) -> None:
+        self.namespace = namespace
+        # The client's methods return ``object``; the bodies are JSON dicts.
+        self._api: Any = client.CustomObjectsApi(api_client)
+        self._version_api = client.VersionApi(api_client)
+        self._lock = threading.Lock()
+        self.writes = {"pools": 0, "reservations": 0, "leases": 0}
+
+    def _count(self, kind: str) -> None:
+        with self._lock:
+            self.writes[kind] += 1
+
+    # --- reachability -----------------------------------------------------------
+    def ping(self) -> str:
+        """The server's version; raises StoreError when the API cannot be reached."""
+        with _translated("reading the server version"):
+            info = self._version_api.get_code(_request_timeout=(2.0, 3.0))
+        return str(info.git_version)
+
+    # --- IPPools ------------------------------------------------------------------
+    def get_pool(self, name: str, cidr: str) -> PoolSnapshot:
+        """Read a pool; a missing one reads as empty with no resourceVersion."""
+        try:
+            with _translated(f"reading IPPool {self.namespace}/{name}"):
+                body = self._api.get_namespaced_custom_object(
+                    GROUP, VERSION, self.namespace, POOLS, name, _request_timeout=REQUEST_TIMEOUT
+                )
+        except NotFoundError:
+            return PoolSnapshot(name, cidr, {}, None)
+        return self._pool_from(body)
+
+    def list_pools(self) -> list[PoolSnapshot]:
+        with _translated(f"listing IPPools in {self.namespace}"):
+            body = self._api.list_namespaced_custom_object(
+                GROUP, VERSION, self.namespace, POOLS, _request_timeout=REQUEST_TIMEOUT
+            )
+        return [self._pool_from(item) for item in body.get("items", [])]
+
+    def write_pool(
+        self, snapshot: PoolSnapshot, allocations: Mapping[int, Allocation]
+    ) -> PoolSnapshot:
+        """Create the pool or replace it if unchanged since ``snapshot`` was read."""
+        spec = {"range": snapshot.cidr, "allocations": encode_allocations(allocations)}
+        where = f"IPPool {self.namespace}/{snapshot.name}"
+        if snapshot.resource_version is None:
+            body: dict[str, Any] = {
+                "apiVersion": f"{GROUP}/{VERSION}",
+                "kind": "IPPool",
+                "metadata": {"name": snapshot.name, "namespace": self.namespace},
+                "spec": spec,
+            }
+            with _translated(f"creating {where}"):
+                answer = self._api.create_namespaced_custom_object(
+                    GROUP, VERSION, self.namespace, POOLS, body, _request_timeout=REQUEST_TIMEOUT
+                )
+        else:
+            body = {
+                "apiVersion": f"{GROUP}/{VERSION}",
+                "kind": "IPPool",
+                "metadata": {
+                    "name": snapshot.name,
+                    "namespace": self.namespace,
+                    "resourceVersion": snapshot.resource_version,
+                },
+                "spec": spec,
+            }
+            with _translated(f"updating {where}"):
+                answer = self._api.replace_namespaced_custom_object(
+                    GROUP,
+                    VERSION,
+                    self.namespace,
+                    POOLS,
+                    snapshot.name,
+                    body,
+                    _request_timeout=REQUEST_TIMEOUT,
+                )
+        self._count("pools")
+        return self._pool_from(answer)
+
+    def _pool_from(self, body: Mapping[str, Any]) -> PoolSnapshot:
+        metadata = body.get("metadata", {})
+        spec = body.get("spec", {}) or {}
+        name = str(metadata.get("name", ""))
+        return PoolSnapshot(
+            name=name,
+            cidr=str(spec.get("range", "")),
+            allocations=decode_allocations(spec, pool=name),
+            resource_version=str(metadata.get("resourceVersion")),
+        )
+
+    # --- OverlappingRangeIPReservations -------------------------------------------
+    def get_reservation(self, name: str) -> Reservation | None:
+        try:
+            with _translated(f"reading OverlappingRangeIPReservation {name}"):
+                body = self._api.get_namespaced_custom_object(
+                    GROUP,
+                    VERSION,
+                    self.namespace,
+                    RESERVATIONS,
+                    name,
+                    _request_timeout=REQUEST_TIMEOUT,
+                )
+        except NotFoundError:
+            return None
+        return self._reservation_from(body)
+
+    def list_reservations(self) -> list[Reservation]:
+        with _translated(f"listing OverlappingRangeIPReservations in {self.namespace}"):
+            body = self._api.list_namespaced_custom_object(
+                GROUP, VERSION, self.namespace, RESERVATIONS, _request_timeout=REQUEST_TIMEOUT
+            )
+        return [self._reservation_from(item) for item in body.get("items", [])]
+
+    def create_reservation(self, name: str, holder: Allocation) -> Reservation:
+        """Reserve an address cluster-wide; AlreadyExistsError if someone has it."""
+        body = {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "OverlappingRangeIPReservation",
+            "metadata": {"name": name, "namespace": self.namespace},
+            "spec": encode_reservation(holder),
+        }
+        with _translated(f"creating OverlappingRangeIPReservation {name}"):
+            answer = self._api.create_namespaced_custom_object(
+                GROUP, VERSION, self.namespace, RESERVATIONS, body, _request_timeout=REQUEST_TIMEOUT
+            )
+        self._count("reservations")
+        return self._reservation_from(answer)
+
+    def update_reservation(self, reservation: Reservation, holder: Allocation) -> Reservation:
+        body = {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "OverlappingRangeIPReservation",
+            "metadata": {
+                "name": reservation.name,
+                "namespace": self.namespace,
+                "resourceVersion": reservation.resource_version,
+            },
+            "spec": encode_reservation(holder),
+        }
+        with _translated(f"updating OverlappingRangeIPReservation {reservation.name}"):
+            answer = self._api.replace_namespaced_custom_object(
+                GROUP,
+                VERSION,
+                self.namespace,
+                RESERVATIONS,
+                reservation.name,
+                body,
+                _request_timeout=REQUEST_TIMEOUT,
+            )
+        self._count("reservations")
+        return self._reservation_from(answer)
+
+    def delete_reservation(self, reservation: Reservation) -> bool:
+        """Delete it if unchanged since read; False when it was already gone."""
+        options = client.V1DeleteOptions(
+            preconditions=client.V1Preconditions(resource_version=reservation.resource_version)
+        )
+        try:
+            with _translated(f"deleting OverlappingRangeIPReservation {reservation.name}"):
+                self._api.delete_namespaced_custom_object(
+                    GROUP,
+                    VERSION,
+                    self.namespace,
+                    RESERVATIONS,
+                    reservation.name,
+                    body=options,
+                    _request_timeout=REQUEST_TIMEOUT,
+                )
+        except NotFoundError:
+            return False
+        self._count("reservations")
+        return True
+
+    def _reservation_from(self, body: Mapping[str, Any]) -> Reservation:
+        metadata = body.get("metadata", {})
+        name = str(metadata.get("name", ""))
+        return Reservation(
+            name=name,
+            holder=decode_reservation(body.get("spec", {}) or {}, name=name),
+            resource_version=str(metadata.get("resourceVersion")),
+        )
+
+    # --- Leases --------------------------------------------------------------------
+    def get_lease(self, name: str) -> LeaseRecord | None:
+        try:
+            with _translated(f"reading Lease {name}"):
+                body = self._api.get_namespaced_custom_object(
+                    LEASE_GROUP,
+                    LEASE_VERSION,
+                    self.namespace,
+                    LEASES,
+                    name,
+                    _request_timeout=REQUEST_TIMEOUT,
+                )
+        except NotFoundError:
+            return None
+        return self._lease_from(body)
+
+    def write_lease(
+        self, current: LeaseRecord | None, name: str, holder: str, duration_s: float
+    ) -> LeaseRecord:
+        """Take, renew or (holder "") give up a Lease, by compare-and-swap."""
+        now = dt.datetime.now(dt.UTC)
+        spec: dict[str, Any] = {
+            "holderIdentity": holder,
+            "leaseDurationSeconds": max(1, round(duration_s)),
+            "renewTime": _micro_time(now),
+        }
+        if current is None or current.holder != holder:
+            spec["acquireTime"] = _micro_time(now)
+        metadata: dict[str, Any] = {"name": name, "namespace": self.namespace}
+        body = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": metadata}
+        body["spec"] = spec
+        if current is None:
+            with _translated(f"creating Lease {name}"):
+                answer = self._api.create_namespaced_custom_object(
+                    LEASE_GROUP,
+                    LEASE_VERSION,
+                    self.namespace,
+                    LEASES,
+                    body,
+                    _request_timeout=REQUEST_TIMEOUT,
+                )
+        else:
+            metadata["resourceVersion"] = current.resource_version
+            with _translated(f"updating Lease {name}"):
+                answer = self._api.replace_namespaced_custom_object(
+                    LEASE_GROUP,
+                    LEASE_VERSION,
+                    self.namespace,
+                    LEASES,
+                    name,
+                    body,
+                    _request_timeout=REQUEST_TIMEOUT,
+                )
+        self._count("leases")
+        return self._lease_from(answer, duration_s)
+
+    @staticmethod
+    def _lease_from(body: Mapping[str, Any], duration_s: float | None = None) -> LeaseRecord:
+        metadata = body.get("metadata", {})
+        spec = body.get("spec", {}) or {}
+        seconds = spec.get("leaseDurationSeconds")
+        return LeaseRecord(
+            name=str(metadata.get("name", "")),
+            holder=str(spec.get("holderIdentity") or ""),
+            renewed=_parse_time(spec.get("renewTime")),
+            duration_s=float(seconds) if isinstance(seconds, int) else (duration_s or 0.0),
+            resource_version=str(metadata.get("resourceVersion")),
+        )
