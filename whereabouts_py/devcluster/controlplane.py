@@ -81,7 +81,7 @@ def free_port() -> int:
         return port
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """In the child: get SIGKILL when the parent dies, so tests never leak servers."""
     pr_set_pdeathsig = 1
     libc = ctypes.CDLL(None, use_errno=True)
@@ -232,7 +232,7 @@ class ControlPlane:
         return dict(os.environ, KUBECONFIG=str(self.kubeconfig_for(identity)), PATH=path)
 
     # --- internals ------------------------------------------------------------
-    def _launch(self, die_with_parent: bool) -> None:
+    def _launch(self, tied: bool) -> None:
         logs = self.directory / "logs"
         logs.mkdir(exist_ok=True)
         pki = self.directory / "pki"
@@ -259,7 +259,7 @@ class ControlPlane:
                 "--log-level=warn",
             ],
             logs / "etcd.log",
-            die_with_parent,
+            tied,
         )
         self._save_state()
         self._wait_http(f"{etcd_url}/health", "etcd", logs / "etcd.log", ssl_context=None)
@@ -285,7 +285,7 @@ class ControlPlane:
                 "--v=0",
             ],
             logs / "kube-apiserver.log",
-            die_with_parent,
+            tied,
         )
         self._save_state()
         self._wait_http(
@@ -310,7 +310,7 @@ class ControlPlane:
         self.kubectl(*args)
         self.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd", "--all")
 
-    def _spawn(self, name: str, command: list[str], log_path: Path, die_with_parent: bool) -> None:
+    def _spawn(self, name: str, command: list[str], log_path: Path, tied: bool) -> None:
         log = log_path.open("ab")
         try:
             process = subprocess.Popen(
@@ -319,7 +319,7 @@ class ControlPlane:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
-                preexec_fn=_die_with_parent if die_with_parent else None,  # noqa: PLW1509
+                preexec_fn=die_with_parent if tied else None,  # noqa: PLW1509
             )
         finally:
             log.close()
