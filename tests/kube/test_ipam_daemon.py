@@ -46,6 +46,23 @@ def reservations(plane: ControlPlane, namespace: str) -> dict[str, dict[str, Any
     return {item["metadata"]["name"]: item["spec"] for item in listed["items"]}
 
 
+def range_allocations(found: dict[str, dict[str, Any]], cidr: str) -> dict[int, dict[str, Any]]:
+    """All allocations of a range of the default network, keyed by offset in the range."""
+    whole = ipaddress.ip_network(cidr)
+    merged: dict[int, dict[str, Any]] = {}
+    for name, spec in found.items():
+        block = ipaddress.ip_network(spec["range"])
+        if block.version != whole.version or not block.subnet_of(whole):  # type: ignore[arg-type]
+            continue
+        if name.startswith("second-"):
+            continue
+        base = int(block.network_address) - int(whole.network_address)
+        for key, holder in spec["allocations"].items():
+            assert base + int(key) not in merged
+            merged[base + int(key)] = holder
+    return merged
+
+
 def add(
     shim: Path,
     nodes: SimulatedNodes,
@@ -131,7 +148,7 @@ def test_dual_stack_ip_ranges_and_named_networks_are_independent(
 ) -> None:
     ipam = {
         "type": "whereabouts",
-        "ipRanges": [{"range": "10.70.0.0/24"}, {"range": "fd00:70::/116"}],
+        "ipRanges": [{"range": "10.70.0.0/24"}, {"range": "fd00:70::/120"}],
     }
     plain = add(shim, node_a, "node-a", network(ipam), "dual-0")
     named = add(
@@ -141,13 +158,13 @@ def test_dual_stack_ip_ranges_and_named_networks_are_independent(
         network({**ipam, "network_name": "blue"}),
         "dual-1",
     )
-    assert plain.addresses() == ["10.70.0.1/24", "fd00:70::1/116"]
-    assert named.addresses() == ["10.70.0.1/24", "fd00:70::1/116"]
+    assert plain.addresses() == ["10.70.0.1/24", "fd00:70::1/120"]
+    assert named.addresses() == ["10.70.0.1/24", "fd00:70::1/120"]
     assert set(pools(control_plane, namespace)) == {
         "10.70.0.0-24",
-        "fd00-70---116",
+        "fd00-70---120",
         "blue-10.70.0.0-24",
-        "blue-fd00-70---116",
+        "blue-fd00-70---120",
     }
     assert set(reservations(control_plane, namespace)) == {
         "10.70.0.1",
@@ -352,8 +369,12 @@ def test_five_daemons_500_adds_dual_stack_unique_then_all_released(
             assert len(set(addresses)) == 500
         found = pools(control_plane, namespace)
         v4 = found["10.96.0.0-24"]["allocations"]
-        v6 = found["fd00-96---64"]["allocations"]
+        # The /64 is stored in blocks of 256 addresses (core.shards), one IPPool each.
+        v6 = range_allocations(found, "fd00:96::/64")
         assert len(v4) == len(v6) == 250
+        assert {str(ipaddress.ip_interface(a).ip) for a in by_network[""] if ":" in a} == {
+            str(ipaddress.ip_address("fd00:96::") + offset) for offset in v6
+        }
         expected_v4 = {
             str(int(ipaddress.ip_interface(a).ip) - int(ipaddress.ip_address("10.96.0.0")))
             for a in by_network[""]
@@ -373,4 +394,64 @@ def test_five_daemons_500_adds_dual_stack_unique_then_all_released(
             deletions = list(pool.map(detach, jobs))
         assert [d.stdout for d in deletions if not d.ok] == []
     assert all(spec["allocations"] == {} for spec in pools(control_plane, namespace).values())
+    assert reservations(control_plane, namespace) == {}
+
+
+def test_large_range_is_stored_in_blocks_that_nodes_share_out(
+    shim: Path, control_plane: ControlPlane, namespace: str, tmp_path: Path
+) -> None:
+    """A /22 is stored in /26 blocks; Go's own entries in the whole-range object still count."""
+    go_pool = {
+        "apiVersion": "whereabouts.cni.cncf.io/v1alpha1",
+        "kind": "IPPool",
+        "metadata": {"name": "10.97.0.0-22", "namespace": namespace},
+        "spec": {
+            "range": "10.97.0.0/22",
+            "allocations": {"1": {"id": "go-ctr", "podref": "default/go-pod", "ifname": "net1"}},
+        },
+    }
+    control_plane.kubectl("create", "-f", "-", input_text=json.dumps(go_pool))
+    config = network({"type": "whereabouts", "range": "10.97.0.0/22"})
+    with SimulatedNodes(control_plane, tmp_path, ["node-a", "node-b"], namespace) as nodes:
+        first = add(shim, nodes, "node-a", config, "blk-0")
+        assert first.addresses() == ["10.97.0.2/22"]  # .1 is held by the Go entry
+        with ThreadPoolExecutor(max_workers=16) as pool:
+            outcomes = list(
+                pool.map(
+                    lambda i: add(shim, nodes, ["node-a", "node-b"][i % 2], config, f"blk-{i}"),
+                    range(1, 41),
+                )
+            )
+        assert [o.stdout for o in outcomes if not o.ok] == []
+        addresses = [first.addresses()[0]] + [o.addresses()[0] for o in outcomes]
+        assert len(set(addresses)) == 41
+        assert "10.97.0.1/22" not in addresses
+        # Idempotent across blocks: the same pod gets the same address back.
+        again = add(shim, nodes, "node-b", config, "blk-7")
+        assert again.addresses() == outcomes[6].addresses()
+        found = pools(control_plane, namespace)
+        blocks = {name: spec for name, spec in found.items() if name != "10.97.0.0-22"}
+        assert blocks, found.keys()
+        assert all(spec["range"].endswith("/26") for spec in blocks.values())
+        assert all(0 <= int(key) <= 63 for spec in blocks.values() for key in spec["allocations"])
+        merged = range_allocations(blocks, "10.97.0.0/22")
+        assert len(merged) == 41
+        assert {f"{ipaddress.ip_address('10.97.0.0') + o}/22" for o in merged} == set(addresses)
+        for i in range(41):
+            node = ["node-a", "node-b"][i % 2] if i else "node-a"
+            deleted = add(shim, nodes, node, config, f"blk-{i}", command="DEL")
+            assert deleted.ok, deleted.stdout
+        # The Go pod's DEL releases its entry from the whole-range object.
+        go_del = invoke(
+            shim,
+            "DEL",
+            config,
+            container_id="go-ctr",
+            ifname="net1",
+            args=pod_args("default", "go-pod"),
+            env=nodes["node-a"].environment(),
+        )
+        assert go_del.ok, go_del.stdout
+    after = pools(control_plane, namespace)
+    assert all(spec["allocations"] == {} for spec in after.values()), after
     assert reservations(control_plane, namespace) == {}

@@ -49,6 +49,11 @@ LEASE_POLL_S = 0.02
 LEASE_WAIT_LIMIT_S = 3.0
 
 
+def lease_name_for(pool: str) -> str:
+    """The coordination Lease of an IPPool (same namespace)."""
+    return f"whereabouts-py-pool-{pool}"[:253]
+
+
 @dataclass(frozen=True)
 class LeaseSettings:
     """whereabouts' leader_* settings, in seconds."""
@@ -87,6 +92,7 @@ class PoolWriter:
         *,
         lease: LeaseSettings | None = None,
         coordination: Coordination = "auto",
+        linger_s: float = 0.0,
         on_conflict: Callable[[str], None] | None = None,
     ) -> None:
         self.store = store
@@ -95,6 +101,8 @@ class PoolWriter:
         self.identity = identity
         self.lease_settings = lease or LeaseSettings()
         self.coordination = coordination
+        # How long an idle worker keeps the Lease, waiting for more work.
+        self.linger_s = linger_s
         self.stats = WriterStats()
         self._on_conflict = on_conflict
         self._cond = threading.Condition()
@@ -103,11 +111,12 @@ class PoolWriter:
         self._snapshot: PoolSnapshot | None = None
         self._contended_until = 0.0
         self._lease: LeaseRecord | None = None
+        self._lease_lock = threading.Lock()
         self._lease_taken_at = 0.0
 
     @property
     def lease_name(self) -> str:
-        return f"whereabouts-py-pool-{self.name}"[:253]
+        return lease_name_for(self.name)
 
     # --- callers ----------------------------------------------------------------------
     def run(self, operation: Operation, timeout_s: float = 20.0) -> Any:
@@ -115,6 +124,7 @@ class PoolWriter:
         pending = _Pending(operation)
         with self._cond:
             self._queue.append(pending)
+            self._cond.notify()
             if not self._worker_running:
                 self._worker_running = True
                 threading.Thread(target=self._work, name=f"pool-{self.name}", daemon=True).start()
@@ -139,11 +149,12 @@ class PoolWriter:
     def _work(self) -> None:
         while True:
             with self._cond:
+                if not self._queue and self._lease is not None and self.linger_s > 0:
+                    self._cond.wait(self.linger_s)
                 batch = [p for p in self._queue if not p.cancelled]
                 self._queue.clear()
                 if not batch:
                     self._worker_running = False
-                    lease, self._lease = self._lease, None
                     break
             try:
                 self._process(batch)
@@ -153,8 +164,10 @@ class PoolWriter:
                     if not pending.done.is_set():
                         pending.error = error
                         pending.done.set()
-        if lease is not None:
-            self._give_back(lease)
+        with self._lease_lock:
+            lease, self._lease = self._lease, None
+            if lease is not None:
+                self._give_back(lease)
 
     def _coordinating(self) -> bool:
         if self.coordination == "never":
@@ -232,38 +245,59 @@ class PoolWriter:
             pending.done.set()
 
     # --- the Lease -------------------------------------------------------------------------
-    def _hold_lease(self) -> None:
-        """Take the pool's Lease, waiting (bounded) while another node holds it."""
+    def try_claim(self) -> bool:
+        """Hold the pool's Lease now, without waiting: False if another node holds it."""
+        with self._lease_lock:
+            if self._lease is not None and self._lease_fresh():
+                return True
+            return self._acquire_once()
+
+    def _lease_fresh(self) -> bool:
+        elapsed = time.monotonic() - self._lease_taken_at
+        return elapsed < self.lease_settings.renew_deadline_s / 2
+
+    def _acquire_once(self) -> bool:
+        """One attempt to take or renew the Lease (caller holds _lease_lock)."""
         settings = self.lease_settings
-        if self._lease is not None:
-            if time.monotonic() - self._lease_taken_at < settings.renew_deadline_s / 2:
-                return
-            try:  # renew
-                self._lease = self.store.write_lease(
-                    self._lease, self.lease_name, self.identity, settings.duration_s
-                )
-                self._lease_taken_at = time.monotonic()
-                return
-            except (ConflictError, StoreError):
-                self._lease = None
-        give_up = time.monotonic() + LEASE_WAIT_LIMIT_S
-        while time.monotonic() < give_up:
-            try:
-                current = self.store.get_lease(self.lease_name)
-                now = dt.datetime.now(dt.UTC)
-                if current is None or not current.held_by_other(self.identity, now):
+        try:
+            if self._lease is not None:
+                try:  # renew what we hold
                     self._lease = self.store.write_lease(
-                        current, self.lease_name, self.identity, settings.duration_s
+                        self._lease, self.lease_name, self.identity, settings.duration_s
                     )
                     self._lease_taken_at = time.monotonic()
-                    self.stats.lease_acquisitions += 1
-                    return
-            except ConflictError:
-                pass  # someone else took it first
-            except StoreError as error:
-                log.warning("pool %s: lease unavailable (%s); writing without it", self.name, error)
+                    return True
+                except ConflictError:
+                    self._lease = None
+            current = self.store.get_lease(self.lease_name)
+            if current is not None and current.held_by_other(
+                self.identity, dt.datetime.now(dt.UTC)
+            ):
+                return False
+            self._lease = self.store.write_lease(
+                current, self.lease_name, self.identity, settings.duration_s
+            )
+        except ConflictError:
+            return False  # someone else took it first
+        self._lease_taken_at = time.monotonic()
+        self.stats.lease_acquisitions += 1
+        return True
+
+    def _hold_lease(self) -> None:
+        """Take the pool's Lease, waiting (bounded) while another node holds it."""
+        give_up = time.monotonic() + LEASE_WAIT_LIMIT_S
+        with self._lease_lock:
+            if self._lease is not None and self._lease_fresh():
                 return
-            time.sleep(random.uniform(0.5, 1.5) * min(LEASE_POLL_S, settings.retry_period_s))
+            while time.monotonic() < give_up:
+                try:
+                    if self._acquire_once():
+                        return
+                except StoreError as error:
+                    log.warning("pool %s: lease unavailable (%s); writing anyway", self.name, error)
+                    return
+                pause = min(LEASE_POLL_S, self.lease_settings.retry_period_s)
+                time.sleep(random.uniform(0.5, 1.5) * pause)
         log.info("pool %s: lease still held elsewhere; writing without it", self.name)
 
     def _give_back(self, lease: LeaseRecord) -> None:

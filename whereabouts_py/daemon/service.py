@@ -20,7 +20,8 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Callable, Mapping
+import time
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,7 @@ import netaddr
 
 from whereabouts_py.core.addresses import AddressRange
 from whereabouts_py.core.allocator import Allocation, assign, release, release_where
-from whereabouts_py.core.codec import pool_name, reservation_name
+from whereabouts_py.core.codec import reservation_name
 from whereabouts_py.core.config import (
     IPAMConfig,
     flat_file_candidates,
@@ -38,7 +39,15 @@ from whereabouts_py.core.config import (
     parse_ipam_config,
     requested_addresses,
 )
+from whereabouts_py.core.shards import (
+    Shard,
+    is_sharded,
+    shard_for_cidr,
+    shard_of,
+    whole_pool_name,
+)
 from whereabouts_py.daemon.batching import Coordination, LeaseSettings, PoolWriter
+from whereabouts_py.daemon.placement import Placement
 from whereabouts_py.errors import (
     AddressNotConfiguredError,
     AddressOutOfRangeError,
@@ -61,6 +70,10 @@ log = logging.getLogger(__name__)
 # How many addresses an ADD skips because another pod holds them through an
 # overlapping range before it gives up on the range.
 MAX_OVERLAP_SKIPS = 64
+# How long a node keeps the Lease of a block it writes after its queue drains.
+SHARD_LEASE_LINGER_S = 0.5
+# How long the Go project's whole-range object of a sharded range is trusted.
+LEGACY_CACHE_S = 1.0
 
 NetnsChecker = Callable[[str, str, str], bool]
 
@@ -82,12 +95,32 @@ class Attachment:
 
 @dataclass(frozen=True)
 class _Held:
-    """One address this call holds (for rollback)."""
+    """One address this call holds (for rollback and the result)."""
 
     writer: PoolWriter
-    rng: AddressRange
-    offset: int
+    shard: Shard
+    offset: int  # offset within the whole range
     reservation: str | None
+
+    @property
+    def address(self) -> netaddr.IPAddress:
+        return self.shard.whole.address_at(self.offset)
+
+
+def _local_op(
+    shard: Shard,
+    whole_op: Callable[[dict[int, Allocation]], tuple[dict[int, Allocation], Any]],
+) -> Callable[[dict[int, Allocation]], tuple[dict[int, Allocation], Any]]:
+    """Run an operation written for whole-range offsets on a shard keyed locally."""
+    if shard.base == 0:
+        return whole_op
+
+    def operation(local: dict[int, Allocation]) -> tuple[dict[int, Allocation], Any]:
+        whole = {shard.to_whole(key): holder for key, holder in local.items()}
+        updated, value = whole_op(whole)
+        return {shard.to_local(key): holder for key, holder in updated.items()}, value
+
+    return operation
 
 
 def _attachment(request: Mapping[str, Any], *, need_container: bool = True) -> Attachment:
@@ -146,6 +179,9 @@ class IPAMService:
         self._read_flat_file = flat_file_reader
         self._writers: dict[str, PoolWriter] = {}
         self._writers_lock = threading.Lock()
+        self._attachment_locks = [threading.Lock() for _ in range(64)]
+        self._legacy_cache: dict[str, tuple[float, set[int]]] = {}
+        self.placement = Placement(store.list_pools)
         self.conflicts = 0
 
     # --- dispatch ------------------------------------------------------------------------
@@ -179,26 +215,46 @@ class IPAMService:
             log.warning("network %s: %s", config.get("name", "?"), warning)
         return parsed
 
-    def writer(self, config: IPAMConfig, rng: AddressRange) -> PoolWriter:
-        name = pool_name(rng.cidr, config.network_name)
+    def writer(self, config: IPAMConfig, shard: Shard) -> PoolWriter:
+        name = shard.name(config.network_name)
         with self._writers_lock:
             writer = self._writers.get(name)
             if writer is None:
+                sharded = shard.network != shard.whole.network  # a block of a large range
                 writer = PoolWriter(
                     self.store,
                     name,
-                    rng.cidr,
+                    shard.cidr,
                     identity=self.node,
                     lease=LeaseSettings(
                         config.leader_lease_duration / 1000,
                         config.leader_renew_deadline / 1000,
                         config.leader_retry_period / 1000,
                     ),
-                    coordination=self.coordination,
+                    # A node keeps the Lease of the block it writes, so that other
+                    # nodes pick other blocks; a one-object range coordinates only
+                    # once its writers collide.
+                    coordination="always"
+                    if sharded and self.coordination != "never"
+                    else self.coordination,
+                    linger_s=SHARD_LEASE_LINGER_S if sharded else 0.0,
                     on_conflict=self._count_conflict,
                 )
                 self._writers[name] = writer
             return writer
+
+    def _claim(self, ipam: IPAMConfig) -> Callable[[Shard], bool]:
+        def claim(shard: Shard) -> bool:
+            try:
+                return self.writer(ipam, shard).try_claim()
+            except StoreError:
+                return True  # Leases unreadable: write optimistically, CAS still decides
+
+        return claim
+
+    @staticmethod
+    def _range_key(ipam: IPAMConfig, rng: AddressRange) -> str:
+        return whole_pool_name(rng, ipam.network_name)
 
     def _count_conflict(self, _pool: str) -> None:
         self.conflicts += 1
@@ -216,14 +272,15 @@ class IPAMService:
         held: list[_Held] = []
         try:
             for rng, want in zip(ipam.ranges, wanted, strict=True):
-                held.append(self._reserve(ipam, rng, owner, want))
+                with self._attachment_lock(ipam, rng, owner):
+                    held.append(self._reserve(ipam, rng, owner, want))
         except BaseException:
             self._roll_back(held, owner)
             raise
         ips: list[dict[str, str]] = []
         for item in held:
-            address = item.rng.address_at(item.offset)
-            entry = {"address": f"{address}/{item.rng.network.prefixlen}"}
+            address = item.address
+            entry = {"address": f"{address}/{item.shard.whole.network.prefixlen}"}
             if ipam.gateway is not None and ipam.gateway.version == address.version:
                 entry["gateway"] = str(ipam.gateway)
             ips.append(entry)
@@ -233,6 +290,13 @@ class IPAMService:
         if ipam.dns:
             result["dns"] = ipam.dns
         return result
+
+    def _attachment_lock(
+        self, ipam: IPAMConfig, rng: AddressRange, owner: Allocation
+    ) -> threading.Lock:
+        """Serialises ADD/DEL of one attachment on one range (e.g. a runtime's retry)."""
+        key = (self._range_key(ipam, rng), owner.podref or owner.container_id, owner.ifname)
+        return self._attachment_locks[hash(key) % len(self._attachment_locks)]
 
     @staticmethod
     def _match_requested(
@@ -261,23 +325,73 @@ class IPAMService:
         owner: Allocation,
         want: netaddr.IPAddress | None,
     ) -> _Held:
-        writer = self.writer(ipam, rng)
-        blocked: set[int] = set()
+        """One address of ``rng`` for ``owner``: its own, the requested one, or a free one."""
+        key = self._range_key(ipam, rng)
+        legacy = self._legacy_holders(ipam, rng)
+        if want is not None:
+            candidates: Iterable[Shard] = [shard_of(rng, rng.offset_of(want))]
+        else:
+            candidates = self.placement.candidates(key, rng, owner, self._claim(ipam))
+        for shard in candidates:
+            try:
+                held = self._reserve_in(ipam, shard, owner, want, legacy)
+            except PoolExhaustedError:
+                if is_sharded(rng) and want is None:
+                    self.placement.index(key, rng).mark_full(shard.index)
+                    continue
+                raise
+            if is_sharded(rng):
+                index = self.placement.index(key, rng)
+                index.note(shard.index, owner)
+                index.home = shard.index
+            return held
+        capacity = rng.capacity()
+        raise PoolExhaustedError(
+            f"no free address in {rng.label}",
+            f"all {capacity} assignable addresses are allocated or reserved; "
+            "enlarge the range or free addresses of deleted pods",
+        )
+
+    def _legacy_holders(self, ipam: IPAMConfig, rng: AddressRange) -> set[int]:
+        """Offsets held in the Go project's whole-range object of a sharded range."""
+        if not is_sharded(rng):
+            return set()
+        name = whole_pool_name(rng, ipam.network_name)
+        now = time.monotonic()
+        cached = self._legacy_cache.get(name)
+        if cached is not None and now - cached[0] < LEGACY_CACHE_S:
+            return cached[1]
+        snapshot = self.store.get_pool(name, rng.cidr)
+        holders = set(snapshot.allocations)
+        self._legacy_cache[name] = (now, holders)
+        return holders
+
+    def _reserve_in(
+        self,
+        ipam: IPAMConfig,
+        shard: Shard,
+        owner: Allocation,
+        want: netaddr.IPAddress | None,
+        legacy: set[int],
+    ) -> _Held:
+        writer = self.writer(ipam, shard)
+        blocked: set[int] = set(legacy)
 
         def take(allocations: dict[int, Allocation]) -> tuple[dict[int, Allocation], int]:
-            offset, updated = assign(rng, allocations, owner, want, blocked.__contains__)
+            offset, updated = assign(shard.window, allocations, owner, want, blocked.__contains__)
             return updated, offset
 
+        operation = _local_op(shard, take)
         for _ in range(MAX_OVERLAP_SKIPS):
-            offset: int = writer.run(take)
+            offset: int = writer.run(operation)
             if not ipam.enable_overlapping_ranges:
-                return _Held(writer, rng, offset, None)
-            name = reservation_name(rng.address_at(offset), ipam.network_name)
+                return _Held(writer, shard, offset, None)
+            name = reservation_name(shard.whole.address_at(offset), ipam.network_name)
             if self._claim_reservation(name, owner):
-                return _Held(writer, rng, offset, name)
+                return _Held(writer, shard, offset, name)
             # Another pod holds this address through an overlapping range: give
             # back our pool entry and try the next address.
-            writer.run(_release_offset(offset, owner))
+            writer.run(_local_op(shard, _release_offset(offset, owner)))
             blocked.add(offset)
             if want is not None:
                 raise AddressTakenError(
@@ -285,7 +399,7 @@ class IPAMService:
                     f"see OverlappingRangeIPReservation {name}",
                 )
         raise PoolExhaustedError(
-            f"no address left in {rng.cidr} that no overlapping range holds",
+            f"no address left in {shard.whole.label} that no overlapping range holds",
             f"{MAX_OVERLAP_SKIPS} candidates were reserved through other ranges",
         )
 
@@ -315,14 +429,41 @@ class IPAMService:
             try:
                 if item.reservation is not None:
                     self._drop_reservation(item.reservation, owner)
-                item.writer.run(_release_offset(item.offset, owner))
+                item.writer.run(_local_op(item.shard, _release_offset(item.offset, owner)))
             except WhereaboutsError as error:
-                log.error("rollback of %s offset %d failed: %s", item.rng.cidr, item.offset, error)
+                log.error("rollback of %s failed: %s", item.address, error)
 
     def _drop_reservation(self, name: str, owner: Allocation) -> None:
         existing = self.store.get_reservation(name)
         if existing is not None and _same_holder(existing, owner):
             self.store.delete_reservation(existing)
+
+    # --- where an attachment's entries are ---------------------------------------------------
+    def _pools_of(self, ipam: IPAMConfig, rng: AddressRange, owner: Allocation) -> list[Shard]:
+        """Objects that may hold ``owner``'s entry for ``rng``."""
+        if not is_sharded(rng):
+            return [shard_of(rng, 0)]
+        found = self.placement.located(self._range_key(ipam, rng), rng, owner)
+        located = [found] if found is not None else []
+        # Entries the Go project wrote live in the whole-range object.
+        whole = Shard(rng, rng.network, 0, rng)
+        return [*located, whole]
+
+    def _existing_shards(self, ipam: IPAMConfig, rng: AddressRange) -> list[Shard]:
+        """Every object that exists for ``rng`` (one LIST for a sharded range)."""
+        if not is_sharded(rng):
+            return [shard_of(rng, 0)]
+        found: list[Shard] = []
+        for snapshot in self.store.list_pools():
+            if snapshot.cidr == rng.cidr and snapshot.name == whole_pool_name(
+                rng, ipam.network_name
+            ):
+                found.append(Shard(rng, rng.network, 0, rng))
+                continue
+            shard = shard_for_cidr(rng, snapshot.cidr)
+            if shard is not None and snapshot.name == shard.name(ipam.network_name):
+                found.append(shard)
+        return found
 
     # --- DEL -------------------------------------------------------------------------------
     def delete(self, request: Mapping[str, Any], config: dict[str, Any]) -> dict[str, Any]:
@@ -330,43 +471,67 @@ class IPAMService:
         ipam = self.ipam_config(config)
         owner = attachment.owner(self.node)
         for rng in ipam.ranges:
-            writer = self.writer(ipam, rng)
-            if ipam.enable_overlapping_ranges:
-                snapshot = writer.read()
-                for offset, holder in snapshot.allocations.items():
-                    if holder.container_id == owner.container_id and holder.ifname == owner.ifname:
-                        name = reservation_name(rng.address_at(offset), ipam.network_name)
-                        self._drop_reservation(name, owner)
-
-            def drop(allocations: dict[int, Allocation]) -> tuple[dict[int, Allocation], None]:
-                remaining, _released = release(allocations, owner.container_id, owner.ifname)
-                return remaining, None
-
-            writer.run(drop)
+            with self._attachment_lock(ipam, rng, owner):
+                for shard in self._pools_of(ipam, rng, owner):
+                    self._release_in(ipam, shard, owner)
+                if is_sharded(rng):
+                    self.placement.index(self._range_key(ipam, rng), rng).forget(owner)
         return {}
+
+    def _release_in(self, ipam: IPAMConfig, shard: Shard, owner: Allocation) -> list[int]:
+        """Free what ``owner``'s container interface holds in one object (reservation first)."""
+        writer = self.writer(ipam, shard)
+        if ipam.enable_overlapping_ranges:
+            snapshot = writer.read()
+            for local, holder in snapshot.allocations.items():
+                if holder.container_id == owner.container_id and holder.ifname in (
+                    owner.ifname,
+                    "",
+                ):
+                    address = shard.whole.network.first + shard.to_whole(local)
+                    name = reservation_name(
+                        netaddr.IPAddress(address, shard.whole.version), ipam.network_name
+                    )
+                    self._drop_reservation(name, holder)
+
+        def drop(allocations: dict[int, Allocation]) -> tuple[dict[int, Allocation], list[int]]:
+            return release(allocations, owner.container_id, owner.ifname)
+
+        released: list[int] = writer.run(drop)
+        if released and shard.network != shard.whole.network:
+            self.placement.index(self._range_key(ipam, shard.whole), shard.whole).mark_has_room(
+                shard.index
+            )
+        return released
 
     # --- CHECK -----------------------------------------------------------------------------
     def check(self, request: Mapping[str, Any], config: dict[str, Any]) -> dict[str, Any]:
         attachment = _attachment(request)
         ipam = self.ipam_config(config)
+        owner = attachment.owner(self.node)
         for rng in ipam.ranges:
-            snapshot = self.writer(ipam, rng).read()
-            offset = next(
-                (
-                    offset
-                    for offset, holder in snapshot.allocations.items()
-                    if holder.container_id == attachment.container_id
-                    and holder.ifname == attachment.ifname
-                ),
-                None,
-            )
-            if offset is None:
+            address: str | None = None
+            for shard in self._pools_of(ipam, rng, owner):
+                snapshot = self.writer(ipam, shard).read()
+                local = next(
+                    (
+                        key
+                        for key, holder in snapshot.allocations.items()
+                        if holder.container_id == attachment.container_id
+                        and holder.ifname == attachment.ifname
+                    ),
+                    None,
+                )
+                if local is not None:
+                    ip = shard.whole.network.first + shard.to_whole(local)
+                    address = f"{netaddr.IPAddress(ip, rng.version)}/{rng.network.prefixlen}"
+                    break
+            if address is None:
                 raise ContainerUnknownError(
                     f"no address in {rng.cidr} is allocated to container "
                     f"{attachment.container_id} interface {attachment.ifname}",
-                    f"IPPool {snapshot.name} has no such entry",
+                    f"no IPPool of {rng.cidr} has such an entry",
                 )
-            address = f"{rng.address_at(offset)}/{rng.network.prefixlen}"
             checker = self._netns_checker
             on_interface = (
                 checker(attachment.netns, attachment.ifname, address)
@@ -391,25 +556,33 @@ class IPAMService:
             return holder.node == self.node and (holder.container_id, holder.ifname) not in valid
 
         for rng in ipam.ranges:
-            writer = self.writer(ipam, rng)
             try:
-                snapshot = writer.read()
+                objects = self._existing_shards(ipam, rng)
             except WhereaboutsError as error:
                 failures.append(f"{rng.cidr}: {error}")
                 continue
-            doomed = {o: h for o, h in snapshot.allocations.items() if stale(h)}
-            if ipam.enable_overlapping_ranges:
-                for offset, holder in doomed.items():
-                    name = reservation_name(rng.address_at(offset), ipam.network_name)
-                    try:
-                        self._drop_reservation(name, holder)
-                    except WhereaboutsError as error:
-                        failures.append(f"{name}: {error}")
-
-            try:
-                released_total += int(writer.run(_sweep(set(doomed.values()))))
-            except WhereaboutsError as error:
-                failures.append(f"{rng.cidr}: {error}")
+            for shard in objects:
+                writer = self.writer(ipam, shard)
+                try:
+                    snapshot = writer.read()
+                except WhereaboutsError as error:
+                    failures.append(f"{shard.cidr}: {error}")
+                    continue
+                doomed = {k: h for k, h in snapshot.allocations.items() if stale(h)}
+                if ipam.enable_overlapping_ranges:
+                    for local, holder in doomed.items():
+                        ip = netaddr.IPAddress(
+                            shard.whole.network.first + shard.to_whole(local), rng.version
+                        )
+                        name = reservation_name(ip, ipam.network_name)
+                        try:
+                            self._drop_reservation(name, holder)
+                        except WhereaboutsError as error:
+                            failures.append(f"{name}: {error}")
+                try:
+                    released_total += int(writer.run(_sweep(set(doomed.values()))))
+                except WhereaboutsError as error:
+                    failures.append(f"{shard.cidr}: {error}")
         log.info("GC on %s released %d stale allocations", self.node, released_total)
         if failures:
             raise GarbageCollectionError(
@@ -427,12 +600,18 @@ class IPAMService:
         ipam = self.ipam_config(config)
         for rng in ipam.ranges:
             try:
-                snapshot = self.writer(ipam, rng).read()
+                used = 0
+                for shard in self._existing_shards(ipam, rng):
+                    snapshot = self.writer(ipam, shard).read()
+                    used += sum(
+                        1
+                        for local in snapshot.allocations
+                        if rng.is_assignable_offset(shard.to_whole(local))
+                    )
             except StoreError as error:
                 raise NotAvailableError(
-                    f"IPPool for {rng.cidr} cannot be read", str(error)
+                    f"IPPools of {rng.cidr} cannot be read", str(error)
                 ) from None
-            used = sum(1 for offset in snapshot.allocations if rng.is_assignable_offset(offset))
             if rng.capacity() - used <= 0:
                 raise NotAvailableError(
                     f"range {rng.cidr} is exhausted",

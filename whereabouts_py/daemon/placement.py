@@ -1,0 +1,163 @@
+"""Which IPPool object (shard) of a large range an attachment goes to.
+
+Ranges of up to 256 addresses are one object and need no choice. For larger
+ranges (see ``core.shards``) this daemon remembers, per range:
+
+* where each attachment it knows about lives (so ADD stays idempotent and DEL
+  finds the entry without reading every shard), learnt from one LIST when the
+  range is first used and kept current by our own writes;
+* which shards it found full (skipped for a while, then tried again);
+* its *home* shard: the one it last allocated in, tried first, so each node
+  keeps writing its own block and nodes do not fight over one object.
+
+Shards whose coordination Lease another node holds are avoided while others
+are free. None of this decides correctness: every write is still a
+compare-and-swap on the shard's IPPool, so a stale index costs an extra try,
+never a duplicate.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+from whereabouts_py.core.addresses import AddressRange
+from whereabouts_py.core.allocator import Allocation
+from whereabouts_py.core.shards import (
+    SHARD_BITS,
+    Shard,
+    is_sharded,
+    shard_for_cidr,
+    shard_of,
+    shards,
+)
+from whereabouts_py.store.kube import PoolSnapshot
+
+FULL_FOR_S = 30.0  # how long a shard found full is skipped
+
+
+@dataclass
+class RangeIndex:
+    """This daemon's knowledge of one sharded range."""
+
+    rng: AddressRange
+    by_pod: dict[tuple[str, str], int] = field(default_factory=dict)
+    by_container: dict[tuple[str, str], int] = field(default_factory=dict)
+    full_until: dict[int, float] = field(default_factory=dict)
+    home: int | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def learn(self, index: int, allocations: dict[int, Allocation] | None = None) -> None:
+        for holder in (allocations or {}).values():
+            self.note(index, holder)
+
+    def note(self, index: int, holder: Allocation) -> None:
+        with self.lock:
+            if holder.podref:
+                self.by_pod[(holder.podref, holder.ifname)] = index
+            self.by_container[(holder.container_id, holder.ifname)] = index
+
+    def forget(self, holder: Allocation) -> None:
+        with self.lock:
+            self.by_container.pop((holder.container_id, holder.ifname), None)
+            if holder.podref and self.by_pod.get((holder.podref, holder.ifname)) is not None:
+                self.by_pod.pop((holder.podref, holder.ifname), None)
+
+    def mark_full(self, index: int) -> None:
+        with self.lock:
+            self.full_until[index] = time.monotonic() + FULL_FOR_S
+            if self.home == index:
+                self.home = None
+
+    def mark_has_room(self, index: int) -> None:
+        with self.lock:
+            self.full_until.pop(index, None)
+
+    def is_full(self, index: int) -> bool:
+        until = self.full_until.get(index)
+        return until is not None and time.monotonic() < until
+
+    def where(self, owner: Allocation) -> int | None:
+        with self.lock:
+            if owner.podref:
+                found = self.by_pod.get((owner.podref, owner.ifname))
+                if found is not None:
+                    return found
+            return self.by_container.get((owner.container_id, owner.ifname))
+
+
+class Placement:
+    """Chooses shards; one per daemon."""
+
+    def __init__(
+        self,
+        list_pools: Callable[[], list[PoolSnapshot]],
+    ) -> None:
+        self._list_pools = list_pools
+        self._indexes: dict[str, RangeIndex] = {}
+        self._lock = threading.Lock()
+
+    def index(self, key: str, rng: AddressRange) -> RangeIndex:
+        """The index of a sharded range, built from one LIST on first use."""
+        with self._lock:
+            existing = self._indexes.get(key)
+            if existing is not None:
+                return existing
+            index = RangeIndex(rng)
+            for snapshot in self._list_pools():
+                shard = shard_for_cidr(rng, snapshot.cidr)
+                if shard is not None:
+                    index.learn(shard.index, dict(snapshot.allocations))
+            self._indexes[key] = index
+            return index
+
+    def candidates(
+        self, key: str, rng: AddressRange, owner: Allocation, claim: Callable[[Shard], bool]
+    ) -> Iterator[Shard]:
+        """Shards to try for a new address, best first.
+
+        ``claim`` takes a block's Lease without waiting and says whether this
+        node holds it now; blocks other nodes hold come last.
+        """
+        if not is_sharded(rng):
+            yield from shards(rng)
+            return
+        index = self.index(key, rng)
+        tried: set[int] = set()
+        known = index.where(owner)
+        if known is not None:
+            tried.add(known)
+            yield shard_of(rng, known << SHARD_BITS)
+        busy: list[Shard] = []
+        home = index.home
+        if home is not None and home not in tried and not index.is_full(home):
+            shard = shard_of(rng, home << SHARD_BITS)
+            if claim(shard):
+                tried.add(home)
+                yield shard
+        for shard in shards(rng):
+            if shard.index in tried or index.is_full(shard.index):
+                continue
+            if not claim(shard):
+                busy.append(shard)
+                continue
+            tried.add(shard.index)
+            yield shard
+        # Every free shard is being written by another node: share one.
+        for shard in busy:
+            if shard.index not in tried:
+                tried.add(shard.index)
+                yield shard
+        # Shards thought full may have room again.
+        for shard in shards(rng):
+            if shard.index not in tried:
+                yield shard
+
+    def located(self, key: str, rng: AddressRange, owner: Allocation) -> Shard | None:
+        """The shard known to hold ``owner`` (by pod or container), if any."""
+        if not is_sharded(rng):
+            return shard_of(rng, 0)
+        found = self.index(key, rng).where(owner)
+        return None if found is None else shard_of(rng, found << SHARD_BITS)
