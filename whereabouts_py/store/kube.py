@@ -135,14 +135,56 @@ def _micro_time(moment: dt.datetime) -> str:
     return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+class _Transport:
+    """JSON over the client's authenticated connection pool.
+
+    The generated API classes validate every call's arguments with pydantic,
+    which costs more CPU than the request itself on a busy node; custom
+    objects and Leases need none of it. Authentication (tokens, their
+    refresh, client certificates) still comes from the kubernetes client.
+    """
+
+    def __init__(self, api_client: client.ApiClient) -> None:
+        self._client = api_client
+
+    def __call__(
+        self,
+        method: str,
+        path: str,
+        body: Mapping[str, Any] | None = None,
+        timeout: tuple[float, float] = REQUEST_TIMEOUT,
+    ) -> dict[str, Any]:
+        headers = {"Accept": "application/json"}
+        if body is not None:
+            headers["Content-Type"] = "application/json"
+        request = self._client.param_serialize(
+            method=method,
+            resource_path=path,
+            header_params=headers,
+            body=body,
+            auth_settings=["BearerToken"],
+        )
+        response = self._client.call_api(*request, _request_timeout=timeout)
+        response.read()  # type: ignore[no-untyped-call]
+        text = response.data.decode("utf-8", errors="replace") if response.data else ""
+        if not 200 <= response.status <= 299:
+            raise ApiException(status=response.status, reason=response.reason, body=text)
+        answer = json.loads(text) if text else {}
+        return answer if isinstance(answer, dict) else {}
+
+
+def _objects(group: str, version: str, namespace: str, plural: str, name: str = "") -> str:
+    prefix = "/api" if group == "" else f"/apis/{group}"
+    path = f"{prefix}/{version}/namespaces/{namespace}/{plural}"
+    return f"{path}/{name}" if name else path
+
+
 class KubeStore:
     """IPPools, reservations and Leases in one namespace, all by compare-and-swap."""
 
     def __init__(self, api_client: client.ApiClient, namespace: str = DEFAULT_NAMESPACE) -> None:
         self.namespace = namespace
-        # The client's methods return ``object``; the bodies are JSON dicts.
-        self._api: Any = client.CustomObjectsApi(api_client)
-        self._version_api = client.VersionApi(api_client)
+        self._call = _Transport(api_client)
         self._lock = threading.Lock()
         self.writes = {"pools": 0, "reservations": 0, "leases": 0}
 
@@ -154,25 +196,23 @@ class KubeStore:
     def ping(self) -> str:
         """The server's version; raises StoreError when the API cannot be reached."""
         with _translated("reading the server version"):
-            info = self._version_api.get_code(_request_timeout=(2.0, 3.0))
-        return str(info.git_version)
+            info = self._call("GET", "/version", timeout=(2.0, 3.0))
+        return str(info.get("gitVersion", "unknown"))
 
     # --- IPPools ------------------------------------------------------------------
     def get_pool(self, name: str, cidr: str) -> PoolSnapshot:
         """Read a pool; a missing one reads as empty with no resourceVersion."""
         try:
             with _translated(f"reading IPPool {self.namespace}/{name}"):
-                body = self._api.get_namespaced_custom_object(
-                    GROUP, VERSION, self.namespace, POOLS, name, _request_timeout=REQUEST_TIMEOUT
-                )
+                body = self._call("GET", _objects(GROUP, VERSION, self.namespace, POOLS, name))
         except NotFoundError:
             return PoolSnapshot(name, cidr, {}, None)
         return self._pool_from(body)
 
     def list_pools(self) -> list[PoolSnapshot]:
         with _translated(f"listing IPPools in {self.namespace}"):
-            body = self._api.list_namespaced_custom_object(
-                GROUP, VERSION, self.namespace, POOLS, _request_timeout=REQUEST_TIMEOUT
+            body = self._call(
+                "GET", _objects(GROUP, VERSION, self.namespace, POOLS), timeout=(3.0, 60.0)
             )
         return [self._pool_from(item) for item in body.get("items", [])]
 
@@ -190,9 +230,7 @@ class KubeStore:
                 "spec": spec,
             }
             with _translated(f"creating {where}"):
-                answer = self._api.create_namespaced_custom_object(
-                    GROUP, VERSION, self.namespace, POOLS, body, _request_timeout=REQUEST_TIMEOUT
-                )
+                answer = self._call("POST", _objects(GROUP, VERSION, self.namespace, POOLS), body)
         else:
             body = {
                 "apiVersion": f"{GROUP}/{VERSION}",
@@ -205,14 +243,8 @@ class KubeStore:
                 "spec": spec,
             }
             with _translated(f"updating {where}"):
-                answer = self._api.replace_namespaced_custom_object(
-                    GROUP,
-                    VERSION,
-                    self.namespace,
-                    POOLS,
-                    snapshot.name,
-                    body,
-                    _request_timeout=REQUEST_TIMEOUT,
+                answer = self._call(
+                    "PUT", _objects(GROUP, VERSION, self.namespace, POOLS, snapshot.name), body
                 )
         self._count("pools")
         return self._pool_from(answer)
@@ -232,13 +264,8 @@ class KubeStore:
     def get_reservation(self, name: str) -> Reservation | None:
         try:
             with _translated(f"reading OverlappingRangeIPReservation {name}"):
-                body = self._api.get_namespaced_custom_object(
-                    GROUP,
-                    VERSION,
-                    self.namespace,
-                    RESERVATIONS,
-                    name,
-                    _request_timeout=REQUEST_TIMEOUT,
+                body = self._call(
+                    "GET", _objects(GROUP, VERSION, self.namespace, RESERVATIONS, name)
                 )
         except NotFoundError:
             return None
@@ -246,8 +273,8 @@ class KubeStore:
 
     def list_reservations(self) -> list[Reservation]:
         with _translated(f"listing OverlappingRangeIPReservations in {self.namespace}"):
-            body = self._api.list_namespaced_custom_object(
-                GROUP, VERSION, self.namespace, RESERVATIONS, _request_timeout=REQUEST_TIMEOUT
+            body = self._call(
+                "GET", _objects(GROUP, VERSION, self.namespace, RESERVATIONS), timeout=(3.0, 60.0)
             )
         return [self._reservation_from(item) for item in body.get("items", [])]
 
@@ -260,8 +287,8 @@ class KubeStore:
             "spec": encode_reservation(holder),
         }
         with _translated(f"creating OverlappingRangeIPReservation {name}"):
-            answer = self._api.create_namespaced_custom_object(
-                GROUP, VERSION, self.namespace, RESERVATIONS, body, _request_timeout=REQUEST_TIMEOUT
+            answer = self._call(
+                "POST", _objects(GROUP, VERSION, self.namespace, RESERVATIONS), body
             )
         self._count("reservations")
         return self._reservation_from(answer)
@@ -278,33 +305,27 @@ class KubeStore:
             "spec": encode_reservation(holder),
         }
         with _translated(f"updating OverlappingRangeIPReservation {reservation.name}"):
-            answer = self._api.replace_namespaced_custom_object(
-                GROUP,
-                VERSION,
-                self.namespace,
-                RESERVATIONS,
-                reservation.name,
+            answer = self._call(
+                "PUT",
+                _objects(GROUP, VERSION, self.namespace, RESERVATIONS, reservation.name),
                 body,
-                _request_timeout=REQUEST_TIMEOUT,
             )
         self._count("reservations")
         return self._reservation_from(answer)
 
     def delete_reservation(self, reservation: Reservation) -> bool:
         """Delete it if unchanged since read; False when it was already gone."""
-        options = client.V1DeleteOptions(
-            preconditions=client.V1Preconditions(resource_version=reservation.resource_version)
-        )
+        options = {
+            "apiVersion": "v1",
+            "kind": "DeleteOptions",
+            "preconditions": {"resourceVersion": reservation.resource_version},
+        }
         try:
             with _translated(f"deleting OverlappingRangeIPReservation {reservation.name}"):
-                self._api.delete_namespaced_custom_object(
-                    GROUP,
-                    VERSION,
-                    self.namespace,
-                    RESERVATIONS,
-                    reservation.name,
-                    body=options,
-                    _request_timeout=REQUEST_TIMEOUT,
+                self._call(
+                    "DELETE",
+                    _objects(GROUP, VERSION, self.namespace, RESERVATIONS, reservation.name),
+                    options,
                 )
         except NotFoundError:
             return False
@@ -324,13 +345,8 @@ class KubeStore:
     def get_lease(self, name: str) -> LeaseRecord | None:
         try:
             with _translated(f"reading Lease {name}"):
-                body = self._api.get_namespaced_custom_object(
-                    LEASE_GROUP,
-                    LEASE_VERSION,
-                    self.namespace,
-                    LEASES,
-                    name,
-                    _request_timeout=REQUEST_TIMEOUT,
+                body = self._call(
+                    "GET", _objects(LEASE_GROUP, LEASE_VERSION, self.namespace, LEASES, name)
                 )
         except NotFoundError:
             return None
@@ -353,25 +369,14 @@ class KubeStore:
         body["spec"] = spec
         if current is None:
             with _translated(f"creating Lease {name}"):
-                answer = self._api.create_namespaced_custom_object(
-                    LEASE_GROUP,
-                    LEASE_VERSION,
-                    self.namespace,
-                    LEASES,
-                    body,
-                    _request_timeout=REQUEST_TIMEOUT,
+                answer = self._call(
+                    "POST", _objects(LEASE_GROUP, LEASE_VERSION, self.namespace, LEASES), body
                 )
         else:
             metadata["resourceVersion"] = current.resource_version
             with _translated(f"updating Lease {name}"):
-                answer = self._api.replace_namespaced_custom_object(
-                    LEASE_GROUP,
-                    LEASE_VERSION,
-                    self.namespace,
-                    LEASES,
-                    name,
-                    body,
-                    _request_timeout=REQUEST_TIMEOUT,
+                answer = self._call(
+                    "PUT", _objects(LEASE_GROUP, LEASE_VERSION, self.namespace, LEASES, name), body
                 )
         self._count("leases")
         return self._lease_from(answer, duration_s)
