@@ -50,26 +50,60 @@ def summary(values_s: list[float]) -> str:
     )
 
 
-def api_writes(plane: ControlPlane) -> dict[str, int]:
-    """Write requests the apiserver served, by resource (POST/PUT/PATCH/DELETE)."""
+def api_requests(plane: ControlPlane) -> dict[tuple[str, str, str], int]:
+    """Requests the apiserver served, by (resource, verb, HTTP code)."""
     context = ssl.create_default_context(cafile=str(plane.ca_file))
     context.check_hostname = False
     request = urllib.request.Request(f"{plane.server}/metrics")
     request.add_header("Authorization", f"Bearer {plane.token()}")
     with urllib.request.urlopen(request, context=context, timeout=10) as answer:
         text = answer.read().decode()
-    counts: dict[str, int] = {}
+    counts: dict[tuple[str, str, str], int] = {}
     pattern = re.compile(r"^apiserver_request_total\{(?P<labels>[^}]*)\} (?P<value>\S+)$")
     for line in text.splitlines():
         match = pattern.match(line)
         if not match:
             continue
         labels = dict(re.findall(r'(\w+)="([^"]*)"', match["labels"]))
-        if labels.get("verb") not in {"POST", "PUT", "PATCH", "DELETE"}:
-            continue
-        resource = labels.get("resource", "")
-        counts[resource] = counts.get(resource, 0) + int(float(match["value"]))
+        key = (labels.get("resource", ""), labels.get("verb", ""), labels.get("code", ""))
+        counts[key] = counts.get(key, 0) + int(float(match["value"]))
     return counts
+
+
+def api_writes(plane: ControlPlane) -> dict[str, int]:
+    """Write requests the apiserver served, by resource (POST/PUT/PATCH/DELETE)."""
+    writes: dict[str, int] = {}
+    for (resource, verb, _code), count in api_requests(plane).items():
+        if verb in {"POST", "PUT", "PATCH", "DELETE"}:
+            writes[resource] = writes.get(resource, 0) + count
+    return writes
+
+
+def request_breakdown(
+    before: dict[tuple[str, str, str], int], after: dict[tuple[str, str, str], int]
+) -> str:
+    interesting = {"ippools", "overlappingrangeipreservations", "leases"}
+    parts = []
+    for key in sorted(after):
+        delta = after[key] - before.get(key, 0)
+        if key[0] in interesting and delta:
+            parts.append(f"{key[0]} {key[1]} {key[2]}: {delta}")
+    return "; ".join(parts)
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_by_component(plane: ControlPlane, nodes: SimulatedNodes) -> dict[str, float]:
+    usage = {
+        "kube-apiserver": cpu_seconds(plane.pids["kube-apiserver"]),
+        "etcd": cpu_seconds(plane.pids["etcd"]),
+        "daemons": sum(cpu_seconds(d.process.pid) for d in nodes.daemons.values()),
+        "benchmark client": cpu_seconds(os.getpid()),
+    }
+    return usage
 
 
 def config(ipam: dict[str, Any]) -> dict[str, Any]:
@@ -147,11 +181,15 @@ def bench_load(
             return time.perf_counter() - started
 
         before = api_writes(plane)
+        before_all = api_requests(plane)
+        cpu_before = cpu_by_component(plane, nodes)
         started = time.perf_counter()
         with ThreadPoolExecutor(max_workers=concurrency) as pool:
             latencies = list(pool.map(attach, range(pods)))
         elapsed = time.perf_counter() - started
+        cpu_after = cpu_by_component(plane, nodes)
         after = api_writes(plane)
+        after_all = api_requests(plane)
     pool_writes = after.get("ippools", 0) - before.get("ippools", 0)
     reservation_writes = after.get("overlappingrangeipreservations", 0) - before.get(
         "overlappingrangeipreservations", 0
@@ -165,7 +203,13 @@ def bench_load(
         f"    {pods / elapsed:7.1f} allocations/s   {summary(latencies)}\n"
         f"    IPPool writes {pool_writes} ({pool_writes / pods:.3f}/allocation), "
         f"reservation writes {reservation_writes} ({reservation_writes / pods:.3f}/allocation), "
-        f"Lease writes {lease_writes} ({lease_writes / pods:.3f}/allocation)"
+        f"Lease writes {lease_writes} ({lease_writes / pods:.3f}/allocation)\n"
+        f"    requests: {request_breakdown(before_all, after_all)}\n"
+        "    CPU ms per allocation: "
+        + ", ".join(
+            f"{name} {(cpu_after[name] - cpu_before[name]) / pods * 1000:.2f}"
+            for name in cpu_after
+        )
     )
 
 

@@ -112,6 +112,7 @@ class PoolWriter:
         self._contended_until = 0.0
         self._lease: LeaseRecord | None = None
         self._lease_lock = threading.Lock()
+        self._elsewhere_until = 0.0
         self._lease_taken_at = 0.0
 
     @property
@@ -250,6 +251,8 @@ class PoolWriter:
         with self._lease_lock:
             if self._lease is not None and self._lease_fresh():
                 return True
+            if time.monotonic() < self._elsewhere_until:
+                return False  # seen held by another node a moment ago: don't ask again
             return self._acquire_once()
 
     def _lease_fresh(self) -> bool:
@@ -270,9 +273,11 @@ class PoolWriter:
                 except ConflictError:
                     self._lease = None
             current = self.store.get_lease(self.lease_name)
-            if current is not None and current.held_by_other(
-                self.identity, dt.datetime.now(dt.UTC)
-            ):
+            now = dt.datetime.now(dt.UTC)
+            if current is not None and current.held_by_other(self.identity, now):
+                assert current.renewed is not None
+                valid_s = (current.renewed - now).total_seconds() + current.duration_s
+                self._elsewhere_until = time.monotonic() + min(max(valid_s, 0.0), 1.0)
                 return False
             self._lease = self.store.write_lease(
                 current, self.lease_name, self.identity, settings.duration_s
