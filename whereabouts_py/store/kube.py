@@ -12,11 +12,13 @@ from __future__ import annotations
 import datetime as dt
 import json
 import threading
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import urllib3
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
@@ -37,6 +39,9 @@ LEASE_GROUP, LEASE_VERSION, LEASES = "coordination.k8s.io", "v1", "leases"
 DEFAULT_NAMESPACE = "kube-system"
 # (connect, read) seconds for one API request.
 REQUEST_TIMEOUT = (3.0, 15.0)
+# How long a bearer token is used before asking the client for it again.
+TOKEN_TTL_S = 60.0
+USER_AGENT = "whereabouts-py"
 
 
 @dataclass(frozen=True)
@@ -138,14 +143,33 @@ def _micro_time(moment: dt.datetime) -> str:
 class _Transport:
     """JSON over the client's authenticated connection pool.
 
-    The generated API classes validate every call's arguments with pydantic,
-    which costs more CPU than the request itself on a busy node; custom
-    objects and Leases need none of it. Authentication (tokens, their
-    refresh, client certificates) still comes from the kubernetes client.
+    The generated API classes validate every call's arguments with pydantic
+    and walk every body, which costs more CPU than the request itself on a
+    busy node; custom objects and Leases need none of it. Authentication
+    (TLS settings, client certificates, tokens and their refresh) still comes
+    from the kubernetes client's configuration and connection pool.
     """
 
     def __init__(self, api_client: client.ApiClient) -> None:
         self._client = api_client
+        self._configuration = api_client.configuration
+        self._pool = api_client.rest_client.pool_manager
+        self._token = ""
+        self._token_read_at = -TOKEN_TTL_S
+        self._token_lock = threading.Lock()
+
+    def _authorization(self) -> str:
+        """The bearer token, re-read (and refreshed by the client) once a minute."""
+        now = time.monotonic()
+        if now - self._token_read_at > TOKEN_TTL_S:
+            with self._token_lock:
+                if now - self._token_read_at > TOKEN_TTL_S:
+                    token = self._configuration.get_api_key_with_prefix(
+                        "BearerToken", alias="authorization"
+                    )
+                    self._token = str(token or "")
+                    self._token_read_at = now
+        return self._token
 
     def __call__(
         self,
@@ -154,18 +178,23 @@ class _Transport:
         body: Mapping[str, Any] | None = None,
         timeout: tuple[float, float] = REQUEST_TIMEOUT,
     ) -> dict[str, Any]:
-        headers = {"Accept": "application/json"}
+        headers = {"Accept": "application/json", "User-Agent": USER_AGENT}
+        token = self._authorization()
+        if token:
+            headers["Authorization"] = token
+        payload = None
         if body is not None:
             headers["Content-Type"] = "application/json"
-        request = self._client.param_serialize(
-            method=method,
-            resource_path=path,
-            header_params=headers,
-            body=body,
-            auth_settings=["BearerToken"],
+            payload = json.dumps(body, separators=(",", ":")).encode()
+        response = self._pool.request(
+            method,
+            self._configuration.host + path,
+            body=payload,
+            headers=headers,
+            timeout=urllib3.Timeout(connect=timeout[0], read=timeout[1]),
+            retries=False,
+            preload_content=True,
         )
-        response = self._client.call_api(*request, _request_timeout=timeout)
-        response.read()  # type: ignore[no-untyped-call]
         text = response.data.decode("utf-8", errors="replace") if response.data else ""
         if not 200 <= response.status <= 299:
             raise ApiException(status=response.status, reason=response.reason, body=text)
