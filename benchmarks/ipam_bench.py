@@ -155,12 +155,19 @@ def bench_shim(plane: ControlPlane, workdir: Path, runs: int) -> None:
 
 
 def bench_load(
-    plane: ControlPlane, workdir: Path, *, pods: int, node_count: int, concurrency: int, mode: str
+    plane: ControlPlane,
+    workdir: Path,
+    *,
+    pods: int,
+    node_count: int,
+    concurrency: int,
+    mode: str,
+    cidr: str = "10.201.0.0/20",
 ) -> None:
-    namespace = f"bench-{mode}"
+    namespace = f"bench-{mode}-{cidr.replace('/', '-').replace('.', '-')}"
     plane.kubectl("create", "namespace", namespace)
     names = [f"node-{i}" for i in range(node_count)]
-    net = config({"type": "whereabouts", "range": "10.201.0.0/20"})
+    net = config({"type": "whereabouts", "range": cidr})
     with SimulatedNodes(
         plane, workdir / f"nodes-{mode}", names, namespace, extra_args=["--pool-leases", mode]
     ) as nodes:
@@ -199,7 +206,8 @@ def bench_load(
     held = sum(len(item["spec"]["allocations"]) for item in listed["items"])
     assert held == pods, f"{held} allocations recorded for {pods} ADDs"
     print(
-        f"{pods} ADDs, {node_count} daemons, concurrency {concurrency}, pool leases={mode}:\n"
+        f"{pods} ADDs into {cidr}, {node_count} daemons, concurrency {concurrency}, "
+        f"pool leases={mode}:\n"
         f"    {pods / elapsed:7.1f} allocations/s   {summary(latencies)}\n"
         f"    IPPool writes {pool_writes} ({pool_writes / pods:.3f}/allocation), "
         f"reservation writes {reservation_writes} ({reservation_writes / pods:.3f}/allocation), "
@@ -207,9 +215,55 @@ def bench_load(
         f"    requests: {request_breakdown(before_all, after_all)}\n"
         "    CPU ms per allocation: "
         + ", ".join(
-            f"{name} {(cpu_after[name] - cpu_before[name]) / pods * 1000:.2f}"
-            for name in cpu_after
+            f"{name} {(cpu_after[name] - cpu_before[name]) / pods * 1000:.2f}" for name in cpu_after
         )
+    )
+
+
+def bench_fill(plane: ControlPlane, workdir: Path, *, pods: int, node_count: int) -> None:
+    """Fill a /16 with ``pods`` live allocations; show that no object grows large."""
+    namespace = "bench-fill"
+    plane.kubectl("create", "namespace", namespace)
+    names = [f"node-{i}" for i in range(node_count)]
+    net = config({"type": "whereabouts", "range": "10.240.0.0/16"})
+    step = max(pods // 6, 1)
+    with SimulatedNodes(plane, workdir / "nodes-fill", names, namespace) as nodes:
+
+        def attach(i: int) -> float:
+            node = nodes[names[i % node_count]]
+            request = {
+                "command": "ADD",
+                "containerID": f"ctr-{i}",
+                "netns": "/var/run/netns/x",
+                "ifname": "net1",
+                "args": pod_args("default", f"pod-{i}"),
+                "path": "/usr/lib/cni",
+                "config": net,
+            }
+            started = time.perf_counter()
+            wire.call(str(node.socket), request, timeout_s=120)
+            return time.perf_counter() - started
+
+        done = 0
+        with ThreadPoolExecutor(max_workers=100) as pool:
+            while done < pods:
+                batch = range(done, min(done + step, pods))
+                started = time.perf_counter()
+                latencies = list(pool.map(attach, batch))
+                elapsed = time.perf_counter() - started
+                done = batch.stop
+                print(
+                    f"  {done:6d} live: {len(batch) / elapsed:6.1f} allocations/s, "
+                    f"{summary(latencies)}",
+                    flush=True,
+                )
+    listed = json.loads(plane.kubectl("get", "ippools", "-n", namespace, "-o", "json").stdout)
+    sizes = [len(json.dumps(item)) for item in listed["items"]]
+    held = sum(len(item["spec"]["allocations"]) for item in listed["items"])
+    print(
+        f"{held} allocations in one /16 stored in {len(sizes)} IPPool objects; "
+        f"largest object {max(sizes) / 1024:.1f} KiB, "
+        f"all together {sum(sizes) / 1024 / 1024:.1f} MiB"
     )
 
 
@@ -219,7 +273,17 @@ def main() -> int:
     parser.add_argument("--nodes", type=int, default=10)
     parser.add_argument("--concurrency", type=int, default=100)
     parser.add_argument("--runs", type=int, default=100, help="samples for the shim figures")
-    parser.add_argument("--modes", default="auto,never,always", help="pool-lease modes to compare")
+    parser.add_argument(
+        "--modes",
+        default="auto,never,always",
+        help="pool-lease modes to compare on one contended /24",
+    )
+    parser.add_argument(
+        "--fill",
+        type=int,
+        default=0,
+        help="also fill a /16 with this many live allocations (e.g. 60000; takes minutes)",
+    )
     options = parser.parse_args()
     python = platform.python_version()
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {python}")
@@ -227,15 +291,28 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="wb-bench-") as scratch, running() as plane:
         workdir = Path(scratch)
         bench_shim(plane, workdir, options.runs)
+        # A large range: every node writes its own 64-address block.
+        bench_load(
+            plane,
+            workdir,
+            pods=options.pods,
+            node_count=options.nodes,
+            concurrency=options.concurrency,
+            mode="auto",
+        )
+        # One /24 object that every node writes: where Lease coordination matters.
         for mode in options.modes.split(","):
             bench_load(
                 plane,
                 workdir,
-                pods=options.pods,
+                pods=250,
                 node_count=options.nodes,
                 concurrency=options.concurrency,
                 mode=mode,
+                cidr="10.202.0.0/24",
             )
+        if options.fill:
+            bench_fill(plane, workdir, pods=options.fill, node_count=options.nodes)
     return 0
 
 

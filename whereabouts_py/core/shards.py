@@ -97,6 +97,15 @@ def shard_of(rng: AddressRange, offset: int) -> Shard:
     return _block(rng, offset >> SHARD_BITS)
 
 
+def shard_indexes(rng: AddressRange) -> range:
+    """Indexes of the blocks that hold assignable addresses (0 for a one-object range)."""
+    if not is_sharded(rng):
+        return range(1)
+    if rng.first > rng.last:
+        return range(0)
+    return range(rng.first_offset >> SHARD_BITS, (rng.last_offset >> SHARD_BITS) + 1)
+
+
 def shards(rng: AddressRange, start_index: int = 0) -> Iterator[Shard]:
     """Shards holding assignable addresses, lowest first, lazily (a /64 has 2**56)."""
     if not is_sharded(rng):

@@ -30,12 +30,15 @@ from whereabouts_py.core.shards import (
     Shard,
     is_sharded,
     shard_for_cidr,
+    shard_indexes,
     shard_of,
     shards,
 )
 from whereabouts_py.store.kube import PoolSnapshot
 
-FULL_FOR_S = 30.0  # how long a shard found full is skipped
+# How long a block found full is skipped. Our own DELs clear the mark at once;
+# other nodes' releases are noticed when it runs out.
+FULL_FOR_S = 300.0
 
 
 @dataclass
@@ -137,13 +140,16 @@ class Placement:
             if claim(shard):
                 tried.add(home)
                 yield shard
-        for shard in shards(rng):
-            if shard.index in tried or index.is_full(shard.index):
+        for block in shard_indexes(rng):
+            if block in tried or index.is_full(block):
+                continue
+            shard = shard_of(rng, block << SHARD_BITS)
+            if shard.window.capacity() == 0:
                 continue
             if not claim(shard):
                 busy.append(shard)
                 continue
-            tried.add(shard.index)
+            tried.add(block)
             yield shard
         # Every free shard is being written by another node: share one.
         for shard in busy:

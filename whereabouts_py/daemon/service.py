@@ -245,6 +245,8 @@ class IPAMService:
 
     def _claim(self, ipam: IPAMConfig) -> Callable[[Shard], bool]:
         def claim(shard: Shard) -> bool:
+            if self.coordination == "never":
+                return True  # no Leases at all: blocks are chosen lowest first
             try:
                 return self.writer(ipam, shard).try_claim()
             except StoreError:

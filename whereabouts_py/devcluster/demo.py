@@ -1,27 +1,36 @@
-"""The demo: a local control plane, whereabouts' CRDs, and an IPPool to look at.
+"""The demo: two simulated nodes hand out addresses from one cluster-wide pool.
 
-It narrates each step and shows the kubectl commands an operator would type.
+It starts a local control plane, a real node daemon per simulated node, and
+runs the real CNI shim as a runtime would, narrating each step with the
+kubectl commands an operator would type.
 """
 
 from __future__ import annotations
 
 import json
 import sys
+import tempfile
+from pathlib import Path
+from typing import Any
 
+from whereabouts_py.cni.install import install_cni
 from whereabouts_py.devcluster.controlplane import ControlPlane, running
+from whereabouts_py.devcluster.nodes import SimulatedNodes
+from whereabouts_py.devcluster.runtime import invoke, pod_args
 
-EXAMPLE_POOL = {
-    "apiVersion": "whereabouts.cni.cncf.io/v1alpha1",
-    "kind": "IPPool",
-    "metadata": {"name": "192.168.2.0-24", "namespace": "kube-system"},
-    "spec": {
+NETWORK: dict[str, Any] = {
+    "cniVersion": "1.0.0",
+    "name": "storage-net",
+    "type": "macvlan",
+    "master": "eth1",
+    "ipam": {
+        "type": "whereabouts",
         "range": "192.168.2.0/24",
-        "allocations": {
-            "2": {"id": "3f2c1d0e9b8a", "podref": "default/web-0", "ifname": "net1"},
-            "3": {"id": "a1b2c3d4e5f6", "podref": "default/web-1", "ifname": "net1"},
-        },
+        "exclude": ["192.168.2.0/28"],
+        "gateway": "192.168.2.1",
     },
 }
+PODS = [("node-a", "web-0"), ("node-b", "web-1"), ("node-a", "web-2"), ("node-b", "db-0")]
 
 
 def _say(text: str) -> None:
@@ -35,14 +44,56 @@ def _show(plane: ControlPlane, *args: str) -> None:
 
 def run_demo() -> int:
     _say("Starting a local Kubernetes control plane (kube-apiserver + etcd on loopback)")
-    with running() as plane:
+    with running() as plane, tempfile.TemporaryDirectory(prefix="wb-demo-") as scratch:
+        workdir = Path(scratch)
         _show(plane, "version")
         _say("whereabouts' CRDs are installed")
         _show(plane, "get", "crd")
-        _say("An IPPool in the format the Go whereabouts project writes")
-        plane.kubectl("create", "-f", "-", input_text=json.dumps(EXAMPLE_POOL))
-        _show(plane, "get", "ippools", "-A")
-        _show(plane, "get", "ippool", "-n", "kube-system", "192.168.2.0-24", "-o", "yaml")
-        _say("Stopping the control plane")
+        shim = install_cni(workdir / "bin")
+        _say(f"The CNI plugin is installed as {shim}; each node runs its own daemon")
+        with SimulatedNodes(plane, workdir / "nodes", ["node-a", "node-b"]) as nodes:
+            _say("The network, as a NetworkAttachmentDefinition would carry it")
+            print(json.dumps(NETWORK, indent=2))
+            _say("Pods on both nodes attach (CNI ADD through the real shim)")
+            for node, pod in PODS:
+                outcome = invoke(
+                    shim,
+                    "ADD",
+                    NETWORK,
+                    container_id=f"sandbox-{pod}",
+                    ifname="net1",
+                    netns=f"/var/run/netns/{pod}",
+                    args=pod_args("default", pod),
+                    env=nodes[node].environment(),
+                )
+                shown = ", ".join(outcome.addresses()) if outcome.ok else outcome.stdout
+                print(f"  {node}  default/{pod:6s} -> {shown}", flush=True)
+            _say("One pool, cluster-wide: no address twice, .0-.15 excluded, gateway skipped")
+            _show(plane, "get", "ippools", "-A")
+            _show(plane, "get", "ippool", "-n", "kube-system", "192.168.2.0-24", "-o", "yaml")
+            _show(plane, "get", "overlappingrangeipreservations", "-A")
+            _say("web-1 goes away (CNI DEL on node-b) and its address returns to the pool")
+            node, pod = PODS[1]
+            invoke(
+                shim,
+                "DEL",
+                NETWORK,
+                container_id=f"sandbox-{pod}",
+                ifname="net1",
+                args=pod_args("default", pod),
+                env=nodes[node].environment(),
+            )
+            _show(
+                plane,
+                "get",
+                "ippool",
+                "-n",
+                "kube-system",
+                "192.168.2.0-24",
+                "-o",
+                "jsonpath={.spec.allocations}",
+            )
+            print()
+        _say("Stopping the daemons and the control plane")
     print("done", file=sys.stderr)
     return 0
