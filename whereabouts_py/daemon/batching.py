@@ -32,6 +32,7 @@ from typing import Any, Literal
 
 from whereabouts_py.core.allocator import Allocation
 from whereabouts_py.errors import ConflictError, StoreError, TryAgainError, WhereaboutsError
+from whereabouts_py.metrics import daemon as metrics
 from whereabouts_py.store.kube import KubeStore, LeaseRecord, PoolSnapshot
 
 log = logging.getLogger(__name__)
@@ -93,7 +94,7 @@ class PoolWriter:
         lease: LeaseSettings | None = None,
         coordination: Coordination = "auto",
         linger_s: float = 0.0,
-        on_conflict: Callable[[str], None] | None = None,
+        metrics_pool: str | None = None,
     ) -> None:
         self.store = store
         self.name = name
@@ -104,7 +105,8 @@ class PoolWriter:
         # How long an idle worker keeps the Lease, waiting for more work.
         self.linger_s = linger_s
         self.stats = WriterStats()
-        self._on_conflict = on_conflict
+        # Metrics are labelled by the range's pool, not by each block.
+        self.metrics_pool = metrics_pool or name
         self._cond = threading.Condition()
         self._queue: list[_Pending] = []
         self._worker_running = False
@@ -209,8 +211,7 @@ class PoolWriter:
             except ConflictError:
                 self._snapshot = None
                 self.stats.conflicts += 1
-                if self._on_conflict is not None:
-                    self._on_conflict(self.name)
+                metrics.CAS_CONFLICTS.labels(pool=self.metrics_pool).inc()
                 if self.coordination != "never":
                     self._contended_until = time.monotonic() + COORDINATION_WINDOW_S
                 time.sleep(random.uniform(0, min(0.2, 0.005 * attempt)))
@@ -223,8 +224,11 @@ class PoolWriter:
                 return
             self.stats.writes += 1
             self.stats.operations += len(outcomes)
+            metrics.POOL_WRITES.labels(pool=self.metrics_pool).inc()
+            metrics.BATCH_SIZE.observe(len(outcomes))
             self._finish(outcomes)
             return
+        metrics.CAS_EXHAUSTED.labels(pool=self.metrics_pool).inc()
         failure = TryAgainError(
             f"IPPool {self.name}: lost {MAX_WRITE_ATTEMPTS} compare-and-swap races in a row",
             "the pool is heavily contended; retry",
@@ -272,6 +276,7 @@ class PoolWriter:
                     return True
                 except ConflictError:
                     self._lease = None
+                    metrics.LEASE_LOSSES.labels(pool=self.metrics_pool).inc()
             current = self.store.get_lease(self.lease_name)
             now = dt.datetime.now(dt.UTC)
             if current is not None and current.held_by_other(self.identity, now):
@@ -286,6 +291,7 @@ class PoolWriter:
             return False  # someone else took it first
         self._lease_taken_at = time.monotonic()
         self.stats.lease_acquisitions += 1
+        metrics.LEASE_ACQUISITIONS.labels(pool=self.metrics_pool).inc()
         return True
 
     def _hold_lease(self) -> None:

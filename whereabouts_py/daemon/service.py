@@ -61,8 +61,10 @@ from whereabouts_py.errors import (
     NotAvailableError,
     PoolExhaustedError,
     StoreError,
+    TryAgainError,
     WhereaboutsError,
 )
+from whereabouts_py.metrics import daemon as metrics
 from whereabouts_py.store.kube import KubeStore, Reservation
 
 log = logging.getLogger(__name__)
@@ -182,7 +184,6 @@ class IPAMService:
         self._attachment_locks = [threading.Lock() for _ in range(64)]
         self._legacy_cache: dict[str, tuple[float, set[int]]] = {}
         self.placement = Placement(store.list_pools)
-        self.conflicts = 0
 
     # --- dispatch ------------------------------------------------------------------------
     def handle(self, request: Mapping[str, Any]) -> dict[str, Any]:
@@ -238,7 +239,7 @@ class IPAMService:
                     if sharded and self.coordination != "never"
                     else self.coordination,
                     linger_s=SHARD_LEASE_LINGER_S if sharded else 0.0,
-                    on_conflict=self._count_conflict,
+                    metrics_pool=whole_pool_name(shard.whole, config.network_name),
                 )
                 self._writers[name] = writer
             return writer
@@ -258,9 +259,6 @@ class IPAMService:
     def _range_key(ipam: IPAMConfig, rng: AddressRange) -> str:
         return whole_pool_name(rng, ipam.network_name)
 
-    def _count_conflict(self, _pool: str) -> None:
-        self.conflicts += 1
-
     # --- ADD -------------------------------------------------------------------------------
     def add(self, request: Mapping[str, Any], config: dict[str, Any]) -> dict[str, Any]:
         attachment = _attachment(request)
@@ -271,14 +269,17 @@ class IPAMService:
         )
         wanted = self._match_requested(ipam, requested)
         owner = attachment.owner(self.node)
+        network = ipam.network_name or str(config.get("name", ""))
         held: list[_Held] = []
         try:
             for rng, want in zip(ipam.ranges, wanted, strict=True):
                 with self._attachment_lock(ipam, rng, owner):
                     held.append(self._reserve(ipam, rng, owner, want))
-        except BaseException:
+        except BaseException as error:
             self._roll_back(held, owner)
+            metrics.ALLOCATIONS.labels(network=network, result=_result_of(error)).inc()
             raise
+        metrics.ALLOCATIONS.labels(network=network, result="allocated").inc(len(held))
         ips: list[dict[str, str]] = []
         for item in held:
             address = item.address
@@ -472,12 +473,20 @@ class IPAMService:
         attachment = _attachment(request)
         ipam = self.ipam_config(config)
         owner = attachment.owner(self.node)
-        for rng in ipam.ranges:
-            with self._attachment_lock(ipam, rng, owner):
-                for shard in self._pools_of(ipam, rng, owner):
-                    self._release_in(ipam, shard, owner)
-                if is_sharded(rng):
-                    self.placement.index(self._range_key(ipam, rng), rng).forget(owner)
+        network = ipam.network_name or str(config.get("name", ""))
+        released = 0
+        try:
+            for rng in ipam.ranges:
+                with self._attachment_lock(ipam, rng, owner):
+                    for shard in self._pools_of(ipam, rng, owner):
+                        released += len(self._release_in(ipam, shard, owner))
+                    if is_sharded(rng):
+                        self.placement.index(self._range_key(ipam, rng), rng).forget(owner)
+        except BaseException as error:
+            metrics.RELEASES.labels(network=network, result=_result_of(error)).inc()
+            raise
+        result = "released" if released else "nothing-held"
+        metrics.RELEASES.labels(network=network, result=result).inc()
         return {}
 
     def _release_in(self, ipam: IPAMConfig, shard: Shard, owner: Allocation) -> list[int]:
@@ -586,6 +595,7 @@ class IPAMService:
                 except WhereaboutsError as error:
                     failures.append(f"{shard.cidr}: {error}")
         log.info("GC on %s released %d stale allocations", self.node, released_total)
+        metrics.GC_RELEASES.labels(reason="cni-gc").inc(released_total)
         if failures:
             raise GarbageCollectionError(
                 f"GC released {released_total} allocations but {len(failures)} steps failed",
@@ -620,6 +630,19 @@ class IPAMService:
                     f"all {rng.capacity()} assignable addresses are allocated",
                 )
         return {}
+
+
+def _result_of(error: BaseException) -> str:
+    """A metric label for why an ADD or DEL failed."""
+    if isinstance(error, PoolExhaustedError):
+        return "exhausted"
+    if isinstance(error, AddressTakenError):
+        return "address-taken"
+    if isinstance(error, TryAgainError):
+        return "try-again"
+    if isinstance(error, WhereaboutsError):
+        return f"error-{error.code}"
+    return "internal-error"
 
 
 def _same_holder(reservation: Reservation, owner: Allocation) -> bool:

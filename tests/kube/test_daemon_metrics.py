@@ -1,0 +1,61 @@
+"""The node daemon's /metrics reflect what it did."""
+
+from __future__ import annotations
+
+import re
+import urllib.request
+from pathlib import Path
+
+from whereabouts_py.cni.install import install_cni
+from whereabouts_py.devcluster.controlplane import ControlPlane, free_port
+from whereabouts_py.devcluster.nodes import SimulatedNodes
+from whereabouts_py.devcluster.runtime import invoke, pod_args
+
+
+def sample(text: str, name: str, **labels: str) -> float:
+    for line in text.splitlines():
+        if not line.startswith(name + "{") and not line.startswith(name + " "):
+            continue
+        found = dict(re.findall(r'(\w+)="([^"]*)"', line.partition("}")[0]))
+        if all(found.get(k) == v for k, v in labels.items()):
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"no sample {name} {labels} in:\n{text[:3000]}")
+
+
+def test_daemon_metrics_count_requests_allocations_and_writes(
+    control_plane: ControlPlane, namespace: str, tmp_path: Path
+) -> None:
+    port = free_port()
+    shim = install_cni(tmp_path / "bin")
+    config = {
+        "cniVersion": "1.0.0",
+        "name": "metricsnet",
+        "type": "macvlan",
+        "ipam": {"type": "whereabouts", "range": "10.77.0.0/30"},
+    }
+    extra = ["--metrics-address", f"127.0.0.1:{port}"]
+    with SimulatedNodes(control_plane, tmp_path, ["node-m"], namespace, extra_args=extra) as nodes:
+        env = nodes["node-m"].environment()
+        for pod in ("m-0", "m-1", "m-2"):  # a /30 holds two: the third is refused
+            invoke(
+                shim,
+                "ADD",
+                config,
+                container_id=f"ctr-{pod}",
+                ifname="net1",
+                netns="/var/run/netns/x",
+                args=pod_args("default", pod),
+                env=env,
+            )
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as answer:
+            text = answer.read().decode()
+    assert sample(text, "whereabouts_shim_requests_total", verb="ADD", code="0") == 2
+    assert sample(text, "whereabouts_shim_requests_total", verb="ADD", code="100") == 1
+    assert (
+        sample(text, "whereabouts_allocations_total", network="metricsnet", result="allocated") == 2
+    )
+    assert (
+        sample(text, "whereabouts_allocations_total", network="metricsnet", result="exhausted") == 1
+    )
+    assert sample(text, "whereabouts_pool_writes_total", pool="10.77.0.0-30") >= 1
+    assert sample(text, "whereabouts_request_duration_seconds_count", verb="ADD") == 3
