@@ -140,3 +140,19 @@ def test_reservation_codec() -> None:
     assert encoded == {**go_spec, "node": "n1", "poduid": "u"}
     assert decode_reservation(dict(encoded)) == owner
     assert encode_reservation(Allocation("abc", "ns/p", "net1")) == go_spec
+
+
+def test_go_ipamclaimref_survives_a_round_trip() -> None:
+    from whereabouts_py.core.codec import (
+        decode_allocations,
+        decode_reservation,
+        encode_allocations,
+        encode_reservation,
+    )
+
+    entry = {"id": "c1", "podref": "ns/vm-0", "ifname": "net1", "ipamclaimref": "ns/vm-0-claim"}
+    decoded = decode_allocations({"range": "10.0.0.0/24", "allocations": {"4": entry}})
+    assert decoded[4].ipam_claim == "ns/vm-0-claim"
+    assert encode_allocations(decoded) == {"4": entry}
+    spec = {"containerid": "c1", "podref": "ns/vm-0", "ifname": "net1", "ipamclaimref": "x/y"}
+    assert encode_reservation(decode_reservation(spec)) == spec

@@ -231,11 +231,21 @@ def test_go_written_pool_is_honoured(
     go_pool = {
         "apiVersion": "whereabouts.cni.cncf.io/v1alpha1",
         "kind": "IPPool",
-        "metadata": {"name": "172.30.0.0-24", "namespace": namespace},
+        "metadata": {
+            "name": "172.30.0.0-24",
+            "namespace": namespace,
+            "labels": {"team": "storage"},
+            "annotations": {"owner": "platform"},
+        },
         "spec": {
             "range": "172.30.0.0/24",
             "allocations": {
-                "1": {"id": "go-ctr-1", "podref": "default/legacy-0", "ifname": "net1"},
+                "1": {
+                    "id": "go-ctr-1",
+                    "podref": "default/legacy-0",
+                    "ifname": "net1",
+                    "ipamclaimref": "default/legacy-0-claim",
+                },
                 "2": {"id": "go-ctr-2", "podref": "default/legacy-1", "ifname": "net1"},
             },
         },
@@ -247,8 +257,16 @@ def test_go_written_pool_is_honoured(
     existing = add(shim, node_a, "node-a", config, "legacy-1", container="go-ctr-2")
     assert existing.addresses() == ["172.30.0.2/24"]
     allocations = pools(control_plane, namespace)["172.30.0.0-24"]["allocations"]
-    assert allocations["1"] == {"id": "go-ctr-1", "podref": "default/legacy-0", "ifname": "net1"}
+    assert allocations["1"] == go_pool["spec"]["allocations"]["1"]  # type: ignore[index]
     assert allocations["3"]["podref"] == "default/newcomer"
+    # Our writes replace the object: what others put in its metadata must survive.
+    stored = json.loads(
+        control_plane.kubectl(
+            "get", "ippool", "-n", namespace, "172.30.0.0-24", "-o", "json"
+        ).stdout
+    )
+    assert stored["metadata"]["labels"] == {"team": "storage"}
+    assert stored["metadata"]["annotations"] == {"owner": "platform"}
 
 
 def test_exhaustion_is_exact_under_concurrency(
@@ -433,6 +451,14 @@ def test_large_range_is_stored_in_blocks_that_nodes_share_out(
         blocks = {name: spec for name, spec in found.items() if name != "10.97.0.0-22"}
         assert blocks, found.keys()
         assert all(spec["range"].endswith("/26") for spec in blocks.values())
+        annotated = json.loads(
+            control_plane.kubectl("get", "ippools", "-n", namespace, "-o", "json").stdout
+        )
+        assert {
+            item["metadata"].get("annotations", {}).get("whereabouts-py.io/range")
+            for item in annotated["items"]
+            if item["metadata"]["name"] != "10.97.0.0-22"
+        } == {"10.97.0.0/22"}
         assert all(0 <= int(key) <= 63 for spec in blocks.values() for key in spec["allocations"])
         merged = range_allocations(blocks, "10.97.0.0/22")
         assert len(merged) == 41

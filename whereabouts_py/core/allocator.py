@@ -27,7 +27,9 @@ class Allocation:
     """The owner of one address: a container's interface in a pod.
 
     ``podref`` is ``"namespace/name"``. ``node`` and ``pod_uid`` are our
-    additions; objects written by the Go project lack them.
+    additions; objects written by the Go project lack them. ``ipam_claim``
+    (``ipamclaimref``, "namespace/name" of an IPAMClaim) is the Go project's;
+    it is kept so that rewriting a pool never drops it.
     """
 
     container_id: str
@@ -35,6 +37,7 @@ class Allocation:
     ifname: str
     node: str | None = None
     pod_uid: str | None = None
+    ipam_claim: str | None = None
 
     def describe(self) -> str:
         """How error messages name the owner."""

@@ -34,6 +34,7 @@ class AllocationEntry(TypedDict):
     id: str
     podref: str
     ifname: str
+    ipamclaimref: NotRequired[str]
     node: NotRequired[str]
     poduid: NotRequired[str]
 
@@ -49,6 +50,7 @@ class ReservationSpec(TypedDict):
     containerid: str
     podref: str
     ifname: str
+    ipamclaimref: NotRequired[str]
     node: NotRequired[str]
     poduid: NotRequired[str]
 
@@ -102,6 +104,7 @@ def _decode_owner(entry: Any, container_field: str, where: str) -> Allocation:
         ifname=_text_field(entry, "ifname", where),
         node=_optional_field(entry, "node", where),
         pod_uid=_optional_field(entry, "poduid", where),
+        ipam_claim=_optional_field(entry, "ipamclaimref", where),
     )
 
 
@@ -136,6 +139,8 @@ def encode_allocation(allocation: Allocation) -> AllocationEntry:
     entry = AllocationEntry(
         id=allocation.container_id, podref=allocation.podref, ifname=allocation.ifname
     )
+    if allocation.ipam_claim:
+        entry["ipamclaimref"] = allocation.ipam_claim
     if allocation.node:
         entry["node"] = allocation.node
     if allocation.pod_uid:
@@ -159,6 +164,8 @@ def encode_reservation(allocation: Allocation) -> ReservationSpec:
         podref=allocation.podref,
         ifname=allocation.ifname,
     )
+    if allocation.ipam_claim:
+        spec["ipamclaimref"] = allocation.ipam_claim
     if allocation.node:
         spec["node"] = allocation.node
     if allocation.pod_uid:

@@ -26,7 +26,7 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -95,6 +95,7 @@ class PoolWriter:
         coordination: Coordination = "auto",
         linger_s: float = 0.0,
         metrics_pool: str | None = None,
+        annotations: Mapping[str, str] | None = None,
     ) -> None:
         self.store = store
         self.name = name
@@ -107,6 +108,7 @@ class PoolWriter:
         self.stats = WriterStats()
         # Metrics are labelled by the range's pool, not by each block.
         self.metrics_pool = metrics_pool or name
+        self.annotations = dict(annotations or {})  # set when the pool is created
         self._cond = threading.Condition()
         self._queue: list[_Pending] = []
         self._worker_running = False
@@ -207,7 +209,9 @@ class PoolWriter:
                 self._finish(outcomes)
                 return
             try:
-                self._snapshot = self.store.write_pool(snapshot, allocations)
+                self._snapshot = self.store.write_pool(
+                    snapshot, allocations, annotations=self.annotations
+                )
             except ConflictError:
                 self._snapshot = None
                 self.stats.conflicts += 1

@@ -65,7 +65,7 @@ from whereabouts_py.errors import (
     WhereaboutsError,
 )
 from whereabouts_py.metrics import daemon as metrics
-from whereabouts_py.store.kube import KubeStore, Reservation
+from whereabouts_py.store.kube import WHOLE_RANGE_ANNOTATION, KubeStore, Reservation
 
 log = logging.getLogger(__name__)
 
@@ -240,6 +240,7 @@ class IPAMService:
                     else self.coordination,
                     linger_s=SHARD_LEASE_LINGER_S if sharded else 0.0,
                     metrics_pool=whole_pool_name(shard.whole, config.network_name),
+                    annotations={WHOLE_RANGE_ANNOTATION: shard.whole.cidr} if sharded else None,
                 )
                 self._writers[name] = writer
             return writer

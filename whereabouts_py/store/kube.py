@@ -1,10 +1,11 @@
 """The one place that talks to the Kubernetes API.
 
 Everything above this module sees plain values (``PoolSnapshot``,
-``Reservation``, ``LeaseRecord``) and the errors of ``whereabouts_py.errors``;
-no kubernetes-client type leaks out. Every write is a compare-and-swap on
-``metadata.resourceVersion``: a lost race raises ``ConflictError`` and the
-caller re-reads and retries.
+``Reservation``, ``LeaseRecord``, ``PodState``) and the errors of
+``whereabouts_py.errors``; no kubernetes-client type leaks out. Every write
+is a compare-and-swap on ``metadata.resourceVersion``: a lost race raises
+``ConflictError`` and the caller re-reads and retries. (Events are the
+exception: they are only ever created.)
 """
 
 from __future__ import annotations
@@ -13,9 +14,10 @@ import datetime as dt
 import json
 import threading
 import time
+import urllib.parse
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import urllib3
@@ -29,6 +31,7 @@ from whereabouts_py.core.codec import (
     encode_allocations,
     encode_reservation,
 )
+from whereabouts_py.core.ownership import PodState, network_status_of
 from whereabouts_py.errors import AlreadyExistsError, ConflictError, NotFoundError, StoreError
 
 GROUP = "whereabouts.cni.cncf.io"
@@ -36,6 +39,8 @@ VERSION = "v1alpha1"
 POOLS = "ippools"
 RESERVATIONS = "overlappingrangeipreservations"
 LEASE_GROUP, LEASE_VERSION, LEASES = "coordination.k8s.io", "v1", "leases"
+# Pods are listed in pages of this many, so that a large cluster never arrives in one piece.
+POD_PAGE_SIZE = 500
 DEFAULT_NAMESPACE = "kube-system"
 # (connect, read) seconds for one API request.
 REQUEST_TIMEOUT = (3.0, 15.0)
@@ -44,14 +49,29 @@ TOKEN_TTL_S = 60.0
 USER_AGENT = "whereabouts-py"
 
 
+# Metadata an update must carry over: a PUT replaces the whole object.
+_KEPT_METADATA = ("labels", "annotations", "finalizers", "ownerReferences")
+# On a block of a large range: the whole range it belongs to (core.shards).
+WHOLE_RANGE_ANNOTATION = "whereabouts-py.io/range"
+
+
+def _kept(metadata: Mapping[str, Any]) -> dict[str, Any]:
+    return {key: metadata[key] for key in _KEPT_METADATA if metadata.get(key)}
+
+
 @dataclass(frozen=True)
 class PoolSnapshot:
-    """One IPPool as read: ``resource_version`` is None when it does not exist yet."""
+    """One IPPool as read: ``resource_version`` is None when it does not exist yet.
+
+    ``metadata`` holds what an update must carry over (labels, annotations,
+    finalizers, owner references), as read.
+    """
 
     name: str
     cidr: str
     allocations: Mapping[int, Allocation]
     resource_version: str | None
+    metadata: Mapping[str, Any] = field(default_factory=dict, compare=False)
 
 
 @dataclass(frozen=True)
@@ -61,6 +81,7 @@ class Reservation:
     name: str
     holder: Allocation
     resource_version: str
+    metadata: Mapping[str, Any] = field(default_factory=dict, compare=False)
 
 
 @dataclass(frozen=True)
@@ -77,6 +98,17 @@ class LeaseRecord:
         if not self.holder or self.holder == identity or self.renewed is None:
             return False
         return now < self.renewed + dt.timedelta(seconds=self.duration_s)
+
+
+@dataclass(frozen=True)
+class ObjectRef:
+    """The object a Kubernetes Event is about (its ``involvedObject``)."""
+
+    kind: str
+    api_version: str
+    namespace: str
+    name: str
+    uid: str | None = None
 
 
 def connect(kubeconfig: str | None = None, pool_size: int = 32) -> client.ApiClient:
@@ -203,13 +235,17 @@ class _Transport:
 
 
 def _objects(group: str, version: str, namespace: str, plural: str, name: str = "") -> str:
+    """The path of a namespaced collection or object; group "" is the core API."""
     prefix = "/api" if group == "" else f"/apis/{group}"
     path = f"{prefix}/{version}/namespaces/{namespace}/{plural}"
     return f"{path}/{name}" if name else path
 
 
 class KubeStore:
-    """IPPools, reservations and Leases in one namespace, all by compare-and-swap."""
+    """IPPools, reservations and Leases in one namespace, all by compare-and-swap.
+
+    It also reads Pods (any namespace) and records Events, for the reconciler.
+    """
 
     def __init__(self, api_client: client.ApiClient, namespace: str = DEFAULT_NAMESPACE) -> None:
         self.namespace = namespace
@@ -246,16 +282,26 @@ class KubeStore:
         return [self._pool_from(item) for item in body.get("items", [])]
 
     def write_pool(
-        self, snapshot: PoolSnapshot, allocations: Mapping[int, Allocation]
+        self,
+        snapshot: PoolSnapshot,
+        allocations: Mapping[int, Allocation],
+        *,
+        annotations: Mapping[str, str] | None = None,
     ) -> PoolSnapshot:
-        """Create the pool or replace it if unchanged since ``snapshot`` was read."""
+        """Create the pool or replace it if unchanged since ``snapshot`` was read.
+
+        ``annotations`` are set when the pool is created.
+        """
         spec = {"range": snapshot.cidr, "allocations": encode_allocations(allocations)}
         where = f"IPPool {self.namespace}/{snapshot.name}"
         if snapshot.resource_version is None:
+            metadata: dict[str, Any] = {"name": snapshot.name, "namespace": self.namespace}
+            if annotations:
+                metadata["annotations"] = dict(annotations)
             body: dict[str, Any] = {
                 "apiVersion": f"{GROUP}/{VERSION}",
                 "kind": "IPPool",
-                "metadata": {"name": snapshot.name, "namespace": self.namespace},
+                "metadata": metadata,
                 "spec": spec,
             }
             with _translated(f"creating {where}"):
@@ -265,6 +311,7 @@ class KubeStore:
                 "apiVersion": f"{GROUP}/{VERSION}",
                 "kind": "IPPool",
                 "metadata": {
+                    **_kept(snapshot.metadata),
                     "name": snapshot.name,
                     "namespace": self.namespace,
                     "resourceVersion": snapshot.resource_version,
@@ -287,6 +334,7 @@ class KubeStore:
             cidr=str(spec.get("range", "")),
             allocations=decode_allocations(spec, pool=name),
             resource_version=str(metadata.get("resourceVersion")),
+            metadata=_kept(metadata),
         )
 
     # --- OverlappingRangeIPReservations -------------------------------------------
@@ -327,6 +375,7 @@ class KubeStore:
             "apiVersion": f"{GROUP}/{VERSION}",
             "kind": "OverlappingRangeIPReservation",
             "metadata": {
+                **_kept(reservation.metadata),
                 "name": reservation.name,
                 "namespace": self.namespace,
                 "resourceVersion": reservation.resource_version,
@@ -368,6 +417,7 @@ class KubeStore:
             name=name,
             holder=decode_reservation(body.get("spec", {}) or {}, name=name),
             resource_version=str(metadata.get("resourceVersion")),
+            metadata=_kept(metadata),
         )
 
     # --- Leases --------------------------------------------------------------------
@@ -422,3 +472,94 @@ class KubeStore:
             duration_s=float(seconds) if isinstance(seconds, int) else (duration_s or 0.0),
             resource_version=str(metadata.get("resourceVersion")),
         )
+
+    # --- Pods (read only) ----------------------------------------------------------
+    def get_pod(self, namespace: str, name: str) -> PodState | None:
+        """The pod as it is now, or None when no pod has that name."""
+        try:
+            with _translated(f"reading Pod {namespace}/{name}"):
+                body = self._call("GET", _objects("", "v1", namespace, "pods", name))
+        except NotFoundError:
+            return None
+        return _pod_from(body)
+
+    def list_pods(self) -> list[PodState]:
+        """Every pod of the cluster, read in pages (one consistent snapshot)."""
+        pods: list[PodState] = []
+        token = ""
+        while True:
+            query = f"?limit={POD_PAGE_SIZE}"
+            if token:
+                query += f"&continue={urllib.parse.quote(token, safe='')}"
+            with _translated("listing Pods in all namespaces"):
+                body = self._call("GET", f"/api/v1/pods{query}", timeout=(3.0, 60.0))
+            pods.extend(_pod_from(item) for item in body.get("items", []))
+            token = str((body.get("metadata") or {}).get("continue") or "")
+            if not token:
+                return pods
+
+    # --- Events ----------------------------------------------------------------------
+    def create_event(
+        self,
+        about: ObjectRef,
+        reason: str,
+        message: str,
+        *,
+        warning: bool = False,
+        component: str = "whereabouts-py",
+        instance: str = "",
+    ) -> None:
+        """Record a core/v1 Event on ``about`` (in its namespace, as the API requires)."""
+        now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        involved: dict[str, Any] = {
+            "apiVersion": about.api_version,
+            "kind": about.kind,
+            "namespace": about.namespace,
+            "name": about.name,
+        }
+        if about.uid:
+            involved["uid"] = about.uid
+        body = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"generateName": f"{about.name}.", "namespace": about.namespace},
+            "involvedObject": involved,
+            "reason": reason,
+            "message": message[:1024],
+            "type": "Warning" if warning else "Normal",
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+            "source": {"component": component},
+            "reportingComponent": component,
+            "reportingInstance": instance,
+        }
+        with _translated(f"creating Event {reason} on {about.kind} {about.namespace}/{about.name}"):
+            self._call("POST", _objects("", "v1", about.namespace, "events"), body)
+
+
+def _pod_from(body: Mapping[str, Any]) -> PodState:
+    metadata = body.get("metadata") or {}
+    status = body.get("status") or {}
+    spec = body.get("spec") or {}
+    annotations = metadata.get("annotations") or {}
+    conditions = status.get("conditions") or []
+    disruption = any(
+        isinstance(condition, Mapping)
+        and condition.get("type") == "DisruptionTarget"
+        and condition.get("status") == "True"
+        for condition in conditions
+    )
+    return PodState(
+        namespace=str(metadata.get("namespace", "")),
+        name=str(metadata.get("name", "")),
+        uid=str(metadata.get("uid", "")),
+        phase=str(status.get("phase") or ""),
+        disruption_target=disruption,
+        listed_addresses=network_status_of(
+            {str(k): str(v) for k, v in annotations.items()}
+            if isinstance(annotations, Mapping)
+            else {}
+        ),
+        node=str(spec.get("nodeName") or ""),
+    )

@@ -1,0 +1,294 @@
+"""Who still owns an address: the reconciler's decisions, as pure functions.
+
+The reconciler reads three things from the API (reservations, then pools,
+then pods: that order is what makes the decisions below safe, see
+``whereabouts_py.reconciler.collector``) and hands them here as plain values.
+Nothing in this module does I/O.
+
+Rules, safest first:
+
+* An allocation whose pod is alive and lists the address in its
+  ``k8s.v1.cni.cncf.io/network-status`` annotation is kept.
+* A live pod with no network-status at all (IPAM used without Multus, or
+  Multus has not written it yet) keeps every address it holds.
+* An allocation recorded with a pod UID belongs to that pod only: when the
+  pod of that name now has another UID, the recorded one is gone.
+* The pod is gone, has finished (phase Succeeded or Failed) or is being
+  evicted (condition DisruptionTarget): release at once.
+* The pod is alive, has a network-status, and no entry of it lists the
+  address: release, but only after a grace period (the caller keeps time).
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import netaddr
+
+from whereabouts_py.core.allocator import Allocation
+from whereabouts_py.core.codec import pool_name, reservation_name
+
+NETWORK_STATUS = "k8s.v1.cni.cncf.io/network-status"
+# The annotation's name before Multus 3.7; still read when the new one is absent.
+NETWORK_STATUS_LEGACY = "k8s.v1.cni.cncf.io/networks-status"
+FINISHED_PHASES = frozenset({"Succeeded", "Failed"})
+
+
+@dataclass(frozen=True)
+class PodState:
+    """What the reconciler needs to know about one pod.
+
+    ``listed_addresses`` is None when the pod has no (readable) network-status
+    annotation, which means "unknown", never "none".
+    """
+
+    namespace: str
+    name: str
+    uid: str
+    phase: str = ""
+    disruption_target: bool = False
+    listed_addresses: frozenset[str] | None = None
+    node: str = ""
+
+    @property
+    def podref(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+    @property
+    def finished(self) -> bool:
+        return self.phase in FINISHED_PHASES
+
+
+class Verdict(enum.Enum):
+    """What to do with one allocation; the values label the GC metric."""
+
+    KEEP = "keep"
+    POD_DELETED = "pod_deleted"
+    POD_REPLACED = "pod_replaced"
+    POD_FINISHED = "pod_finished"
+    POD_DISRUPTED = "pod_disrupted"
+    NOT_IN_NETWORK_STATUS = "not_in_network_status"
+
+    @property
+    def releases_now(self) -> bool:
+        return self not in (Verdict.KEEP, Verdict.NOT_IN_NETWORK_STATUS)
+
+
+def canonical_address(text: str) -> str | None:
+    """``10.0.0.5``, ``10.0.0.5/24`` or any IPv6 spelling -> one canonical form."""
+    try:
+        return str(netaddr.IPAddress(text.split("/", 1)[0].strip()))
+    except (netaddr.AddrFormatError, ValueError, TypeError):
+        return None
+
+
+def parse_network_status(text: str | None) -> frozenset[str] | None:
+    """Every address a network-status annotation lists, or None when there is none.
+
+    A malformed annotation reads as absent: it cannot prove that the pod does
+    not use an address, and only proof may release a live pod's address.
+    """
+    if text is None:
+        return None
+    try:
+        entries = json.loads(text)
+    except (ValueError, TypeError):
+        return None
+    if not isinstance(entries, list):
+        return None
+    listed: set[str] = set()
+    for entry in entries:
+        if not isinstance(entry, Mapping):
+            return None
+        ips = entry.get("ips", [])
+        if not isinstance(ips, list):
+            return None
+        for ip in ips:
+            address = canonical_address(ip) if isinstance(ip, str) else None
+            if address is not None:
+                listed.add(address)
+    return frozenset(listed)
+
+
+def network_status_of(annotations: Mapping[str, str]) -> frozenset[str] | None:
+    text = annotations.get(NETWORK_STATUS)
+    if text is None:
+        text = annotations.get(NETWORK_STATUS_LEGACY)
+    return parse_network_status(text)
+
+
+def names_a_pod(podref: str) -> bool:
+    namespace, slash, name = podref.partition("/")
+    return bool(slash and namespace and name)
+
+
+def judge(address: str, allocation: Allocation, pod: PodState | None) -> Verdict:
+    """The verdict for one allocation, given the pod its podref names now (or None)."""
+    if not names_a_pod(allocation.podref):
+        return Verdict.KEEP  # no pod identity: nothing to check it against
+    if pod is None:
+        return Verdict.POD_DELETED
+    if allocation.pod_uid and allocation.pod_uid != pod.uid:
+        return Verdict.POD_REPLACED
+    if pod.finished:
+        return Verdict.POD_FINISHED
+    if pod.disruption_target:
+        return Verdict.POD_DISRUPTED
+    if pod.listed_addresses is None:
+        return Verdict.KEEP
+    canonical = canonical_address(address)
+    if canonical is not None and canonical in pod.listed_addresses:
+        return Verdict.KEEP
+    return Verdict.NOT_IN_NETWORK_STATUS
+
+
+# --- where entries live -------------------------------------------------------------
+
+
+def network_name_of(pool: str, cidr: str) -> str | None:
+    """The ``network_name`` a pool was named with; ValueError if the name does not fit.
+
+    Pools are named ``[<network_name>-]<range>`` (``codec.pool_name``); the
+    reservation of an entry carries the same prefix.
+    """
+    plain = pool_name(cidr)
+    if pool == plain:
+        return None
+    if pool.endswith(f"-{plain}") and len(pool) > len(plain) + 1:
+        return pool[: -len(plain) - 1]
+    raise ValueError(f"IPPool {pool} is not named after its range {cidr}")
+
+
+def address_at(cidr: str, offset: int) -> str:
+    """The address of an entry: the range's network address plus the key."""
+    network = netaddr.IPNetwork(cidr)
+    return str(netaddr.IPAddress(int(network.network) + offset, network.version))
+
+
+@dataclass(frozen=True)
+class HeldEntry:
+    """One pool entry with everything derived from it."""
+
+    pool: str
+    cidr: str
+    offset: int
+    allocation: Allocation
+    address: str
+    network_name: str | None
+    reservation: str  # name of its OverlappingRangeIPReservation
+
+    @property
+    def key(self) -> tuple[str, int, Allocation]:
+        """Identity of the entry: the same holder at the same place."""
+        return (self.pool, self.offset, self.allocation)
+
+
+def entries_of(pool: str, cidr: str, allocations: Mapping[int, Allocation]) -> list[HeldEntry]:
+    """The entries of one IPPool; ValueError if its name or range cannot be read."""
+    try:
+        network_name = network_name_of(pool, cidr)
+    except (netaddr.AddrFormatError, TypeError) as error:
+        raise ValueError(f"IPPool {pool} has an unreadable range {cidr!r}") from error
+    held = []
+    for offset, allocation in sorted(allocations.items()):
+        address = address_at(cidr, offset)
+        held.append(
+            HeldEntry(
+                pool=pool,
+                cidr=cidr,
+                offset=offset,
+                allocation=allocation,
+                address=address,
+                network_name=network_name,
+                reservation=reservation_name(address, network_name),
+            )
+        )
+    return held
+
+
+def same_attachment(holder: Allocation, allocation: Allocation) -> bool:
+    """Whether a reservation's holder is the attachment of a pool entry.
+
+    Pods are compared by reference and interface: during an ADD that re-records
+    a pod's entry with a new container ID, the reservation briefly still names
+    the old container, and that is not a conflict.
+    """
+    if names_a_pod(allocation.podref) or names_a_pod(holder.podref):
+        return holder.podref == allocation.podref and holder.ifname in (allocation.ifname, "")
+    return holder.container_id == allocation.container_id and holder.ifname == allocation.ifname
+
+
+def reservation_held_by(holder: Allocation, allocation: Allocation) -> bool:
+    """Whether deleting the reservation frees exactly this entry's claim (strict)."""
+    return (
+        holder.podref == allocation.podref
+        and holder.container_id == allocation.container_id
+        and holder.ifname in (allocation.ifname, "")
+    )
+
+
+# --- the sweep's plan -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Conflict:
+    """A pool entry whose address another attachment holds cluster-wide."""
+
+    entry: HeldEntry
+    holder: Allocation
+
+
+@dataclass(frozen=True)
+class SweepPlan:
+    """What one sweep found; ``contradicted`` and the repairs still need a grace period."""
+
+    release: list[tuple[HeldEntry, Verdict]] = field(default_factory=list)
+    contradicted: list[HeldEntry] = field(default_factory=list)
+    orphan_reservations: list[str] = field(default_factory=list)
+    missing_reservations: list[HeldEntry] = field(default_factory=list)
+    conflicts: list[Conflict] = field(default_factory=list)
+
+
+def plan_sweep(
+    entries: Sequence[HeldEntry],
+    reservations: Mapping[str, Allocation],
+    pods: Mapping[str, PodState],
+    *,
+    repair_reservations: bool = True,
+) -> SweepPlan:
+    """Decide, from one consistent-enough view, what a sweep should do.
+
+    ``reservations`` were listed before the pools that ``entries`` come from,
+    and ``pods`` (by podref) after them. ``repair_reservations`` is False
+    when some pool could not be read, because then a reservation without a
+    visible entry may still belong to an entry in that pool.
+    """
+    plan = SweepPlan()
+    by_reservation: dict[str, list[HeldEntry]] = {}
+    for entry in entries:
+        by_reservation.setdefault(entry.reservation, []).append(entry)
+        verdict = judge(entry.address, entry.allocation, pods.get(entry.allocation.podref))
+        if verdict.releases_now:
+            plan.release.append((entry, verdict))
+            continue
+        if verdict is Verdict.NOT_IN_NETWORK_STATUS:
+            plan.contradicted.append(entry)
+            continue
+        holder = reservations.get(entry.reservation)
+        if holder is None:
+            if repair_reservations:
+                plan.missing_reservations.append(entry)
+        elif not same_attachment(holder, entry.allocation):
+            plan.conflicts.append(Conflict(entry, holder))
+    if repair_reservations:
+        plan.orphan_reservations.extend(
+            sorted(name for name in reservations if name not in by_reservation)
+        )
+    return plan
+
+
+def podrefs_of(entries: Iterable[HeldEntry]) -> set[str]:
+    return {entry.allocation.podref for entry in entries if names_a_pod(entry.allocation.podref)}
