@@ -1,0 +1,346 @@
+"""``kubectl whereabouts``: look at pools, find leaks, release an address, check consistency.
+
+Installed as the console script ``kubectl-whereabouts``, so kubectl finds it
+on PATH. Reads go through the store; the only write (``release``) deletes the
+reservation first and then the pool entry by compare-and-swap, exactly as the
+daemon's DEL does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import netaddr
+
+from whereabouts_py.core.codec import pool_name
+from whereabouts_py.core.ownership import (
+    HeldEntry,
+    PodState,
+    Verdict,
+    entries_of,
+    judge,
+    network_name_of,
+    same_attachment,
+)
+from whereabouts_py.errors import ConflictError, WhereaboutsError, describe
+from whereabouts_py.store.kube import (
+    DEFAULT_NAMESPACE,
+    WHOLE_RANGE_ANNOTATION,
+    KubeStore,
+    PoolSnapshot,
+    connect,
+)
+
+MAX_RELEASE_ATTEMPTS = 10
+
+
+class UsageError(WhereaboutsError):
+    """The operator asked for something that does not exist or is ambiguous."""
+
+
+@dataclass(frozen=True)
+class PoolView:
+    """One range as an operator sees it: blocks of a large range summed up."""
+
+    pool: str  # the Go project's name for the whole range
+    network: str
+    cidr: str
+    size: int
+    entries: tuple[HeldEntry, ...]
+
+    @property
+    def allocated(self) -> int:
+        return len(self.entries)
+
+    @property
+    def free(self) -> int:
+        return max(self.size - self.allocated, 0)
+
+    @property
+    def used_percent(self) -> float:
+        return 100.0 * self.allocated / self.size if self.size else 100.0
+
+
+def _usable(cidr: str) -> int:
+    """Addresses of a range that can be handed out: all but network and last."""
+    return max(int(netaddr.IPNetwork(cidr).size) - 2, 0)
+
+
+def pool_views(snapshots: Iterable[PoolSnapshot]) -> list[PoolView]:
+    """Group IPPool objects by range: a block belongs to the range in its annotation."""
+    groups: dict[tuple[str, str], list[HeldEntry]] = {}
+    names: dict[tuple[str, str], str] = {}
+    for snapshot in snapshots:
+        entries = entries_of(snapshot.name, snapshot.cidr, snapshot.allocations)
+        whole = str(snapshot.metadata.get("annotations", {}).get(WHOLE_RANGE_ANNOTATION, ""))
+        network = entries[0].network_name if entries else _network_of(snapshot)
+        cidr = whole or snapshot.cidr
+        key = (network or "", cidr)
+        groups.setdefault(key, []).extend(entries)
+        if not whole or key not in names:
+            names[key] = _pool_name(network, cidr)
+    return [
+        PoolView(names[key], key[0], key[1], _usable(key[1]), tuple(entries))
+        for key, entries in sorted(groups.items(), key=lambda item: (item[0][0], item[0][1]))
+    ]
+
+
+def _network_of(snapshot: PoolSnapshot) -> str | None:
+    try:
+        return network_name_of(snapshot.name, snapshot.cidr)
+    except (ValueError, netaddr.AddrFormatError):
+        return None
+
+
+def _pool_name(network: str | None, cidr: str) -> str:
+    return pool_name(cidr, network or None)
+
+
+def _pods_by_ref(store: KubeStore) -> dict[str, PodState]:
+    return {pod.podref: pod for pod in store.list_pods()}
+
+
+# --- output -------------------------------------------------------------------------------
+
+
+def _emit(rows: list[dict[str, Any]], columns: Sequence[str], output: str) -> None:
+    if output == "json":
+        print(json.dumps(rows, indent=2))
+        return
+    if output == "yaml":
+        import yaml  # type: ignore[import-untyped]
+
+        print(yaml.safe_dump(rows, sort_keys=False), end="")
+        return
+    widths = [len(column) for column in columns]
+    cells = [
+        [str(row.get(column.lower().replace(" ", "_"), "")) for column in columns] for row in rows
+    ]
+    for line in cells:
+        widths = [max(width, len(cell)) for width, cell in zip(widths, line, strict=True)]
+    print(
+        "   ".join(
+            column.ljust(width) for column, width in zip(columns, widths, strict=True)
+        ).rstrip()
+    )
+    for line in cells:
+        print(
+            "   ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
+        )
+
+
+def _entry_row(entry: HeldEntry) -> dict[str, Any]:
+    holder = entry.allocation
+    return {
+        "address": entry.address,
+        "pod": holder.podref,
+        "interface": holder.ifname,
+        "container": holder.container_id,
+        "node": holder.node or "",
+        "pool": entry.pool,
+    }
+
+
+# --- commands -----------------------------------------------------------------------------
+
+
+def cmd_pools(store: KubeStore, args: argparse.Namespace) -> int:
+    rows = [
+        {
+            "pool": view.pool,
+            "network": view.network or "",
+            "range": view.cidr,
+            "allocated": view.allocated,
+            "free": view.free,
+            "used": f"{view.used_percent:.1f}%",
+        }
+        for view in pool_views(store.list_pools())
+    ]
+    _emit(rows, ["POOL", "NETWORK", "RANGE", "ALLOCATED", "FREE", "USED"], args.output)
+    return 0
+
+
+def cmd_show(store: KubeStore, args: argparse.Namespace) -> int:
+    views = [view for view in pool_views(store.list_pools()) if view.pool == args.pool]
+    if not views:
+        known = ", ".join(view.pool for view in pool_views(store.list_pools())) or "none"
+        raise UsageError(
+            f"no pool named {args.pool} in namespace {store.namespace}", f"pools: {known}"
+        )
+    rows = [_entry_row(entry) for view in views for entry in view.entries]
+    _emit(rows, ["ADDRESS", "POD", "INTERFACE", "CONTAINER", "NODE"], args.output)
+    return 0
+
+
+def cmd_leaks(store: KubeStore, args: argparse.Namespace) -> int:
+    views = pool_views(store.list_pools())
+    pods = _pods_by_ref(store)
+    rows = []
+    for view in views:
+        for entry in view.entries:
+            verdict = judge(entry.address, entry.allocation, pods.get(entry.allocation.podref))
+            if verdict is not Verdict.KEEP:
+                rows.append({**_entry_row(entry), "reason": verdict.value})
+    _emit(rows, ["ADDRESS", "POD", "INTERFACE", "NODE", "POOL", "REASON"], args.output)
+    return 0
+
+
+def _holders_of(store: KubeStore, address: str, network: str | None) -> list[HeldEntry]:
+    try:
+        wanted = str(netaddr.IPAddress(address))
+    except (netaddr.AddrFormatError, ValueError):
+        raise UsageError(f"{address} is not an IP address") from None
+    found: list[HeldEntry] = []
+    for view in pool_views(store.list_pools()):
+        if network is not None and (view.network or "") != network:
+            continue
+        found.extend(entry for entry in view.entries if entry.address == wanted)
+    return found
+
+
+def cmd_release(store: KubeStore, args: argparse.Namespace) -> int:
+    holders = _holders_of(store, args.address, args.network)
+    if not holders:
+        where = f"network {args.network}" if args.network else "any pool"
+        raise UsageError(f"{args.address} is not allocated in {where}")
+    if len({entry.network_name for entry in holders}) > 1 and args.network is None:
+        networks = ", ".join(sorted(entry.network_name or '""' for entry in holders))
+        raise UsageError(
+            f"{args.address} is allocated in several networks ({networks})",
+            "choose one with --network",
+        )
+    for entry in holders:
+        print(f"{entry.address} in {entry.pool}: {entry.allocation.describe()}")
+    if not args.yes:
+        answer = input("release? [y/N] ").strip().lower()
+        if answer not in ("y", "yes"):
+            print("nothing released", file=sys.stderr)
+            return 1
+    for entry in holders:
+        _release(store, entry)
+        print(f"released {entry.address} from {entry.pool}")
+    return 0
+
+
+def _release(store: KubeStore, entry: HeldEntry) -> None:
+    reservation = store.get_reservation(entry.reservation)
+    if reservation is not None and same_attachment(reservation.holder, entry.allocation):
+        store.delete_reservation(reservation)
+    for _ in range(MAX_RELEASE_ATTEMPTS):
+        snapshot = store.get_pool(entry.pool, entry.cidr)
+        if snapshot.allocations.get(entry.offset) != entry.allocation:
+            return  # released or reassigned meanwhile
+        remaining = dict(snapshot.allocations)
+        del remaining[entry.offset]
+        try:
+            store.write_pool(snapshot, remaining)
+            return
+        except ConflictError:
+            continue
+    raise UsageError(f"IPPool {entry.pool} kept changing; try again")
+
+
+def cmd_check(store: KubeStore, args: argparse.Namespace) -> int:
+    reservations = {r.name: r.holder for r in store.list_reservations()}
+    views = pool_views(store.list_pools())
+    problems: list[dict[str, Any]] = []
+    by_address: dict[tuple[str, str], list[HeldEntry]] = {}
+    referenced: set[str] = set()
+    for view in views:
+        for entry in view.entries:
+            by_address.setdefault((view.network or "", entry.address), []).append(entry)
+            referenced.add(entry.reservation)
+            holder = reservations.get(entry.reservation)
+            if holder is not None and not same_attachment(holder, entry.allocation):
+                problems.append(
+                    {
+                        "problem": "reservation held by another attachment",
+                        "object": entry.reservation,
+                        "detail": f"{entry.address} in {entry.pool} is "
+                        f"{entry.allocation.describe()} but the reservation names "
+                        f"{holder.describe()}",
+                    }
+                )
+    for (network, address), entries in sorted(by_address.items()):
+        owners = {(e.allocation.podref, e.allocation.ifname) for e in entries}
+        if len(owners) > 1:
+            problems.append(
+                {
+                    "problem": "address held twice",
+                    "object": address,
+                    "detail": f"network {network or '(default)'}: "
+                    + "; ".join(f"{e.pool}: {e.allocation.describe()}" for e in entries),
+                }
+            )
+    for name in sorted(set(reservations) - referenced):
+        problems.append(
+            {
+                "problem": "reservation without pool entry",
+                "object": name,
+                "detail": f"held by {reservations[name].describe()}",
+            }
+        )
+    _emit(problems, ["PROBLEM", "OBJECT", "DETAIL"], args.output)
+    if problems:
+        print(f"{len(problems)} problem(s) found", file=sys.stderr)
+        return 1
+    print(
+        "consistent: no address held twice, every reservation has its pool entry", file=sys.stderr
+    )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kubectl whereabouts", description="Inspect and repair whereabouts IP pools."
+    )
+    parser.add_argument("--kubeconfig", default=None, help="kubeconfig (default: $KUBECONFIG)")
+    parser.add_argument(
+        "-n", "--namespace", default=DEFAULT_NAMESPACE, help="namespace of the IPPools"
+    )
+    parser.add_argument("-o", "--output", choices=["table", "json", "yaml"], default="table")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands.add_parser("pools", help="every pool with its size and use").set_defaults(
+        handler=cmd_pools
+    )
+    show = commands.add_parser("show", help="who holds which address of one pool")
+    show.add_argument("pool", help="pool name, as 'pools' lists it")
+    show.set_defaults(handler=cmd_show)
+    commands.add_parser(
+        "leaks", help="allocations whose pod is gone or does not list the address"
+    ).set_defaults(handler=cmd_leaks)
+    release = commands.add_parser("release", help="free one address (asks first)")
+    release.add_argument("address")
+    release.add_argument("--network", default=None, help="network_name of the pool")
+    release.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    release.set_defaults(handler=cmd_release)
+    commands.add_parser(
+        "check", help="consistency: addresses held twice, orphaned reservations; exit 1 if any"
+    ).set_defaults(handler=cmd_check)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    kubeconfig = args.kubeconfig or os.environ.get("KUBECONFIG") or None
+    try:
+        store = KubeStore(connect(kubeconfig or _default_kubeconfig()), args.namespace)
+        result: int = args.handler(store, args)
+        return result
+    except (WhereaboutsError, ValueError) as error:
+        print(f"kubectl whereabouts {args.command}: {describe(error)}", file=sys.stderr)
+        return 1
+    except (KeyboardInterrupt, EOFError):
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def _default_kubeconfig() -> str | None:
+    default = os.path.expanduser("~/.kube/config")
+    return default if os.path.exists(default) else None
