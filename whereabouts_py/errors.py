@@ -8,7 +8,8 @@ Standard library only: the CNI shim imports this module.
     ├── ContainerUnknownError             3   no such container / attachment (CHECK)
     ├── InvalidEnvironmentError           4   CNI_* environment missing or malformed
     ├── StoreError                        5   the Kubernetes API failed (I/O)
-    │   └── NotFoundError                 5   the object does not exist
+    │   ├── NotFoundError                 5   the object does not exist
+    │   └── ApiUnavailableError          11   not reachable or overloaded (also a TryAgainError)
     ├── DecodeError                       6   stdin or a request is not valid JSON
     ├── ConfigError                       7   the IPAM configuration is invalid
     ├── TryAgainError                    11   transient: conflicts exhausted, daemon busy
@@ -117,6 +118,12 @@ class TryAgainError(WhereaboutsError):
 
 class DaemonUnreachableError(TryAgainError):
     pass
+
+
+class ApiUnavailableError(StoreError, TryAgainError):
+    """The API cannot be reached, or answered 429/5xx: transient, so code 11."""
+
+    default_code = CODE_TRY_AGAIN
 
 
 class ConflictError(TryAgainError):

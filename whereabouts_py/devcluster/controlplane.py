@@ -100,6 +100,7 @@ class ControlPlane:
     pids: dict[str, int] = field(default_factory=dict)
     owns_directory: bool = False
     _processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict, repr=False)
+    _tied: bool = field(default=False, repr=False)
 
     # --- where things are -------------------------------------------------
     @property
@@ -264,6 +265,17 @@ class ControlPlane:
         self._save_state()
         self._wait_http(f"{etcd_url}/health", "etcd", logs / "etcd.log", ssl_context=None)
 
+        self._tied = tied
+        self.start_apiserver()
+        # The serving certificate exists now; clients verify against it.
+        for identity in IDENTITIES:
+            self._write_kubeconfig(identity)
+
+    def start_apiserver(self) -> None:
+        """Start kube-apiserver (again) on the same port, data and certificates."""
+        pki = self.directory / "pki"
+        logs = self.directory / "logs"
+        etcd_url = f"http://127.0.0.1:{self.etcd_port}"
         self._spawn(
             "kube-apiserver",
             [
@@ -285,7 +297,7 @@ class ControlPlane:
                 "--v=0",
             ],
             logs / "kube-apiserver.log",
-            tied,
+            self._tied,
         )
         self._save_state()
         self._wait_http(
@@ -296,9 +308,13 @@ class ControlPlane:
             token=self.token("admin"),
             insecure=True,
         )
-        # The serving certificate exists now; clients verify against it.
-        for identity in IDENTITIES:
-            self._write_kubeconfig(identity)
+
+    def stop_apiserver(self) -> None:
+        """Stop kube-apiserver only (etcd keeps the data), as in an apiserver restart."""
+        pid = self.pids.pop("kube-apiserver", None)
+        if pid is not None:
+            _terminate(pid, self._processes.pop("kube-apiserver", None))
+        self._save_state()
 
     def _install_crds(self, crd_dirs: list[Path]) -> None:
         files: list[Path] = [NAD_CRD]

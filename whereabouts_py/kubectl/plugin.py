@@ -344,3 +344,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _default_kubeconfig() -> str | None:
     default = os.path.expanduser("~/.kube/config")
     return default if os.path.exists(default) else None
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

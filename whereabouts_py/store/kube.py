@@ -32,7 +32,13 @@ from whereabouts_py.core.codec import (
     encode_reservation,
 )
 from whereabouts_py.core.ownership import PodState, network_status_of
-from whereabouts_py.errors import AlreadyExistsError, ConflictError, NotFoundError, StoreError
+from whereabouts_py.errors import (
+    AlreadyExistsError,
+    ApiUnavailableError,
+    ConflictError,
+    NotFoundError,
+    StoreError,
+)
 
 GROUP = "whereabouts.cni.cncf.io"
 VERSION = "v1alpha1"
@@ -46,6 +52,8 @@ DEFAULT_NAMESPACE = "kube-system"
 REQUEST_TIMEOUT = (3.0, 15.0)
 # How long a bearer token is used before asking the client for it again.
 TOKEN_TTL_S = 60.0
+# Answers that mean "not now" rather than "no".
+TRANSIENT_STATUSES = frozenset({429, 500, 502, 503, 504})
 USER_AGENT = "whereabouts-py"
 
 
@@ -150,12 +158,18 @@ def _translated(action: str) -> Iterator[None]:
             raise ConflictError(f"{action}: conflict", _reason(error)) from None
         if error.status == 404:
             raise NotFoundError(f"{action}: not found", _reason(error)) from None
+        if error.status in TRANSIENT_STATUSES:
+            raise ApiUnavailableError(
+                f"{action}: Kubernetes API answered {error.status}", _reason(error)
+            ) from None
         raise StoreError(f"{action}: API answered {error.status}", _reason(error)) from None
     except (OSError, ValueError) as error:  # urllib3 errors are OSError/ValueError subclasses
-        raise StoreError(f"{action}: Kubernetes API not reachable", str(error)) from None
+        raise ApiUnavailableError(f"{action}: Kubernetes API not reachable", str(error)) from None
     except Exception as error:  # urllib3.exceptions.HTTPError is neither
         if type(error).__module__.startswith("urllib3"):
-            raise StoreError(f"{action}: Kubernetes API not reachable", str(error)) from None
+            raise ApiUnavailableError(
+                f"{action}: Kubernetes API not reachable", str(error)
+            ) from None
         raise
 
 
