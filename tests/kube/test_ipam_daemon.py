@@ -481,3 +481,28 @@ def test_large_range_is_stored_in_blocks_that_nodes_share_out(
     after = pools(control_plane, namespace)
     assert all(spec["allocations"] == {} for spec in after.values()), after
     assert reservations(control_plane, namespace) == {}
+
+
+def test_flat_file_fills_what_the_nad_leaves_out_and_the_nad_wins(
+    shim: Path, node_a: SimulatedNodes, control_plane: ControlPlane, namespace: str, tmp_path: Path
+) -> None:
+    flat = tmp_path / "whereabouts.conf"
+    flat.write_text(
+        json.dumps({"range": "10.98.0.0/24", "gateway": "10.98.0.1", "exclude": ["10.98.0.2/31"]})
+    )
+    from_file = network({"type": "whereabouts", "configuration_path": str(flat)})
+    assert add(shim, node_a, "node-a", from_file, "flat-0").output == {
+        "cniVersion": "1.0.0",
+        "ips": [{"address": "10.98.0.4/24", "gateway": "10.98.0.1"}],
+    }
+    nad_wins = network(
+        {"type": "whereabouts", "configuration_path": str(flat), "range": "10.99.0.0/24"}
+    )
+    # The flat file's gateway and exclude lie outside the NAD's range: .1 is free.
+    assert add(shim, node_a, "node-a", nad_wins, "flat-1").addresses() == ["10.99.0.1/24"]
+    assert {"10.98.0.0-24", "10.99.0.0-24"} <= set(pools(control_plane, namespace))
+
+
+def test_daemon_socket_is_private(node_a: SimulatedNodes) -> None:
+    mode = node_a["node-a"].socket.stat().st_mode
+    assert oct(mode & 0o777) == oct(0o600)
