@@ -157,6 +157,70 @@ def _add_daemon(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
     daemon.set_defaults(handler=_daemon)
 
 
+def _reconciler(args: argparse.Namespace) -> int:
+    from whereabouts_py.reconciler.operator import run_reconciler
+
+    return run_reconciler(
+        kubeconfig=args.kubeconfig,
+        namespace=args.namespace,
+        metrics_address=args.metrics_address,
+        sweep_interval_s=args.sweep_interval,
+        identity=args.identity,
+        lease_duration_s=args.lease_duration,
+        grace_period_s=args.grace_period,
+        log_level=args.log_level,
+    )
+
+
+def _add_reconciler(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    reconciler = subparsers.add_parser(
+        "reconciler",
+        help="the reconciler: frees the addresses of deleted pods (run 2+ replicas)",
+    )
+    reconciler.add_argument(
+        "--kubeconfig", default=None, help="kubeconfig file (default: in-cluster credentials)"
+    )
+    reconciler.add_argument(
+        "--namespace", default="kube-system", help="namespace of the IPPools (install namespace)"
+    )
+    reconciler.add_argument(
+        "--metrics-address", default=None, help="HOST:PORT to serve /metrics on"
+    )
+    reconciler.add_argument(
+        "--sweep-interval",
+        type=float,
+        default=300.0,
+        metavar="SECONDS",
+        help="seconds between full sweeps (default 300)",
+    )
+    reconciler.add_argument(
+        "--identity",
+        default=None,
+        help="this replica's name in the leader Lease (default: hostname)",
+    )
+    reconciler.add_argument(
+        "--lease-duration",
+        type=float,
+        default=5.0,
+        metavar="SECONDS",
+        help="leader Lease duration: a follower takes over this long after the leader died "
+        "(default 5)",
+    )
+    reconciler.add_argument(
+        "--grace-period",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="how long an address contradicted by a live pod's network-status, or a "
+        "reservation without pool entry (or the reverse), must stay so before it is repaired "
+        "(default 60)",
+    )
+    reconciler.add_argument(
+        "--log-level", default="info", choices=["debug", "info", "warning", "error"]
+    )
+    reconciler.set_defaults(handler=_reconciler)
+
+
 def _demo(_args: argparse.Namespace) -> int:
     from whereabouts_py.devcluster.demo import run_demo
 
@@ -171,6 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="subcommand", required=True, metavar="SUBCOMMAND")
     _add_devcluster(subparsers)
     _add_daemon(subparsers)
+    _add_reconciler(subparsers)
     demo = subparsers.add_parser("demo", help="show whereabouts-py on a local control plane")
     demo.set_defaults(handler=_demo)
     _add_install_cni(subparsers)

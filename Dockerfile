@@ -1,0 +1,29 @@
+# whereabouts-py: one image for the node daemon (with install-cni as its init
+# step) and the reconciler. Build: docker build -t whereabouts-py .
+ARG PYTHON_VERSION=3.12.8
+
+FROM python:${PYTHON_VERSION}-slim-bookworm AS build
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY whereabouts_py ./whereabouts_py
+# A virtualenv keeps the runtime stage a plain copy of what was installed.
+RUN python -m venv /opt/whereabouts-py \
+    && /opt/whereabouts-py/bin/pip install --no-cache-dir --no-compile .
+
+FROM python:${PYTHON_VERSION}-slim-bookworm
+ARG VERSION=0.1.0
+LABEL org.opencontainers.image.title="whereabouts-py" \
+      org.opencontainers.image.description="Cluster-wide IPAM for Kubernetes secondary networks, compatible with whereabouts" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.licenses="Apache-2.0" \
+      org.opencontainers.image.source="https://github.com/whereabouts-py/whereabouts-py"
+COPY --from=build /opt/whereabouts-py /opt/whereabouts-py
+ENV PATH="/opt/whereabouts-py/bin:${PATH}" \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1
+# The reconciler runs as this user. The DaemonSet runs the daemon and
+# install-cni as root (it writes /opt/cni/bin and enters network namespaces).
+RUN useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin whereabouts
+USER 10001
+ENTRYPOINT ["whereabouts-py"]
+CMD ["--help"]

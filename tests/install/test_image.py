@@ -1,0 +1,46 @@
+"""The Dockerfile passes hadolint, and every entry point it calls starts.
+
+No Docker engine runs here, so the image itself is not built; the entry
+points are run from the same package the image installs.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_dockerfile_passes_hadolint() -> None:
+    hadolint = shutil.which("hadolint") or str(Path(sys.executable).with_name("hadolint"))
+    result = subprocess.run(
+        [hadolint, str(ROOT / "Dockerfile")], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_dockerfile_is_multi_stage_pinned_and_non_root() -> None:
+    text = (ROOT / "Dockerfile").read_text()
+    assert text.count("FROM python:${PYTHON_VERSION}-slim") == 2
+    assert "ARG PYTHON_VERSION=3.12.8" in text
+    assert "USER 10001" in text
+    assert 'ENTRYPOINT ["whereabouts-py"]' in text
+    assert "org.opencontainers.image.source" in text
+
+
+@pytest.mark.parametrize("subcommand", ["daemon", "install-cni", "reconciler", "devcluster"])
+def test_entry_point_starts(subcommand: str) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "whereabouts_py", subcommand, "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"usage: whereabouts-py {subcommand}")

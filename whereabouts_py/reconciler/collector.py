@@ -1,0 +1,593 @@
+"""Release the addresses of gone pods and repair reservations: the reconciler's work.
+
+Two entry points, both called only while this replica leads:
+
+* ``release_for_pods(podrefs)`` — the event path: a pod was deleted, has
+  finished, or is being evicted. Every entry naming one of these pods, in
+  every IPPool of the namespace, is judged against the pod as it is *now*
+  (``core.ownership.judge``) and released if its pod is gone.
+* ``sweep()`` — the full pass at startup, on taking the lead, and every
+  sweep interval: releases what the event path missed, releases entries that
+  a live pod's network-status contradicts (after a grace period), deletes
+  reservations that no pool entry backs, recreates missing reservations of
+  live entries, and reports conflicts.
+
+Why the read order makes the decisions safe (reservations, then pools, then
+pods):
+
+* Pools before pods: an entry seen in a pool was written by an ADD for a pod
+  that existed before the pool was read. If the pods read afterwards lack it
+  (or show another UID), that pod is gone. A same-name successor's ADD
+  rewrites the entry, and the compare-and-swap below finds it changed and
+  leaves it alone.
+* Reservations before pools: the daemon writes the pool entry before the
+  reservation, so a reservation seen first has its entry in the pools read
+  next. The Go project writes the reservation first; the grace period and a
+  second read before deleting cover that.
+
+Writes follow the daemon's order: the reservation is deleted first (only
+when it names exactly the attachment being released, with a resourceVersion
+precondition), then the entry is removed from its IPPool by compare-and-swap,
+only if the same holder is still at the same offset. A lost race re-reads the
+pool and re-applies, at most ``MAX_CAS_ATTEMPTS`` times.
+
+A pool written with ``enable_overlapping_ranges: false`` has no
+reservations; the sweep creates them for its live entries. That is harmless
+(the reservation only stops overlapping ranges from reusing the address) and
+a later sweep deletes it once the entry is gone.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable, Collection, Hashable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+import netaddr
+
+from whereabouts_py.core.allocator import Allocation
+from whereabouts_py.core.ownership import (
+    Conflict,
+    HeldEntry,
+    PodState,
+    Verdict,
+    entries_of,
+    judge,
+    network_name_of,
+    plan_sweep,
+    podrefs_of,
+    reservation_held_by,
+    same_attachment,
+)
+from whereabouts_py.errors import AlreadyExistsError, ConflictError, StoreError, TryAgainError
+from whereabouts_py.metrics import reconciler as metrics
+from whereabouts_py.store.kube import (
+    GROUP,
+    VERSION,
+    WHOLE_RANGE_ANNOTATION,
+    KubeStore,
+    ObjectRef,
+    PoolSnapshot,
+    Reservation,
+)
+
+log = logging.getLogger(__name__)
+
+MAX_CAS_ATTEMPTS = 10
+EVENT_RELEASED = "IPAddressGarbageCollected"
+EVENT_FAILED = "IPAddressGarbageCollectionFailed"
+EVENT_CONFLICT = "IPAddressConflict"
+EVENT_REPAIRED = "IPAddressReservationRepaired"
+COMPONENT = "whereabouts-py-reconciler"
+
+K = TypeVar("K", bound=Hashable)
+
+
+class FirstSeen(Generic[K]):
+    """When each of a set of findings was first seen; which have lasted a grace period.
+
+    Findings that are not seen again are forgotten, so a condition must hold
+    without a break for the whole grace period.
+    """
+
+    def __init__(self, grace_s: float) -> None:
+        self.grace_s = grace_s
+        self._since: dict[K, float] = {}
+
+    def due(self, findings: Iterable[K], now: float) -> set[K]:
+        current = set(findings)
+        self._since = {key: self._since.get(key, now) for key in current}
+        return {key for key, since in self._since.items() if now - since >= self.grace_s}
+
+
+@dataclass(frozen=True)
+class Released:
+    entry: HeldEntry
+    verdict: Verdict
+
+
+@dataclass
+class SweepReport:
+    """What one sweep saw and did (logged, and returned for tests)."""
+
+    pools: int = 0
+    entries: int = 0
+    released: list[Released] = field(default_factory=list)
+    awaiting_grace: int = 0
+    reservations_deleted: list[str] = field(default_factory=list)
+    reservations_created: list[str] = field(default_factory=list)
+    conflicts: list[Conflict] = field(default_factory=list)
+    failures: int = 0
+    seconds: float = 0.0
+
+
+def pool_size(cidr: str, whole_range: str | None = None) -> int:
+    """Addresses an IPPool can hand out: all of ``cidr`` but its range's network and last.
+
+    A block of a large range (``whole_range`` set, see ``core.shards``) loses
+    only the whole range's network and last address, when they fall in it.
+    """
+    block = netaddr.IPNetwork(cidr)
+    whole = netaddr.IPNetwork(whole_range) if whole_range else block
+    if whole.size <= 2:
+        return 0
+    edges = sum(1 for address in (whole.first, whole.last) if block.first <= address <= block.last)
+    return max(0, int(block.size) - edges)
+
+
+class GarbageCollector:
+    """Judges entries and releases or repairs them in one namespace's pools."""
+
+    def __init__(
+        self,
+        store: KubeStore,
+        *,
+        grace_period_s: float,
+        leading: Callable[[], bool] = lambda: True,
+        instance: str = "",
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.store = store
+        self._leading = leading
+        self._instance = instance
+        self._clock = clock
+        self._contradicted: FirstSeen[tuple[str, int, Allocation]] = FirstSeen(grace_period_s)
+        self._orphans: FirstSeen[tuple[str, str]] = FirstSeen(grace_period_s)
+        self._unbacked: FirstSeen[tuple[str, int, Allocation]] = FirstSeen(grace_period_s)
+        self._reported_conflicts: set[tuple[str, int, Allocation, str]] = set()
+        for verdict in Verdict:
+            if verdict.releases_now or verdict is Verdict.NOT_IN_NETWORK_STATUS:
+                metrics.GC_RELEASES.labels(reason=verdict.value)
+
+    def forget(self) -> None:
+        """Drop what earlier sweeps saw: a new term as leader starts every grace period anew."""
+        self._contradicted = FirstSeen(self._contradicted.grace_s)
+        self._orphans = FirstSeen(self._orphans.grace_s)
+        self._unbacked = FirstSeen(self._unbacked.grace_s)
+        self._reported_conflicts = set()
+
+    # --- reading -------------------------------------------------------------------------
+    @staticmethod
+    def _entries(pools: Iterable[PoolSnapshot]) -> tuple[list[HeldEntry], bool]:
+        """Entries of every readable pool, and whether every pool was readable."""
+        entries: list[HeldEntry] = []
+        all_readable = True
+        for pool in pools:
+            try:
+                entries.extend(entries_of(pool.name, pool.cidr, pool.allocations))
+            except ValueError as error:
+                all_readable = False
+                log.warning("skipping IPPool %s: %s", pool.name, error)
+        return entries, all_readable
+
+    def _pod(self, podref: str) -> PodState | None:
+        namespace, _, name = podref.partition("/")
+        return self.store.get_pod(namespace, name)
+
+    # --- the event path ------------------------------------------------------------------
+    def release_for_pods(self, podrefs: Collection[str]) -> list[Released]:
+        """Release what the named pods held, where the pods are gone now."""
+        wanted = set(podrefs)
+        pools = self.store.list_pools()  # before the pods: see the module docstring
+        entries, _ = self._entries(pools)
+        mine = [entry for entry in entries if entry.allocation.podref in wanted]
+        if not mine:
+            log.debug("pods %s hold no address here", sorted(wanted))
+            return []
+        pods = {podref: self._pod(podref) for podref in podrefs_of(mine)}
+        doomed: list[tuple[HeldEntry, Verdict]] = []
+        for entry in mine:
+            pod = pods.get(entry.allocation.podref)
+            verdict = judge(entry.address, entry.allocation, pod)
+            if verdict.releases_now:
+                doomed.append((entry, verdict))
+            else:
+                log.info(
+                    "kept address=%s pool=%s pod=%s uid=%s verdict=%s",
+                    entry.address,
+                    entry.pool,
+                    entry.allocation.podref,
+                    entry.allocation.pod_uid or "-",
+                    verdict.value,
+                )
+        snapshots = {pool.name: pool for pool in pools}
+        released, failures = self._release(doomed, snapshots, pods)
+        if failures:
+            raise TryAgainError(
+                f"{failures} of {len(doomed)} releases for pods {sorted(wanted)} failed",
+                "see the warnings above; they are tried again",
+            )
+        return released
+
+    # --- the sweep -----------------------------------------------------------------------
+    def sweep(self) -> SweepReport:
+        """One full pass; see the module docstring for what it releases and repairs."""
+        started = self._clock()
+        report = SweepReport()
+        reservations = self.store.list_reservations()
+        pools = self.store.list_pools()
+        pods = {pod.podref: pod for pod in self.store.list_pods()}
+        entries, all_readable = self._entries(pools)
+        report.pools, report.entries = len(pools), len(entries)
+        plan = plan_sweep(
+            entries,
+            {reservation.name: reservation.holder for reservation in reservations},
+            pods,
+            repair_reservations=all_readable,
+        )
+        now = self._clock()
+        contradicted = {entry.key: entry for entry in plan.contradicted}
+        due = self._contradicted.due(contradicted, now)
+        report.awaiting_grace = len(contradicted) - len(due)
+        doomed = [*plan.release]
+        doomed += [(contradicted[key], Verdict.NOT_IN_NETWORK_STATUS) for key in sorted_keys(due)]
+        snapshots = {pool.name: pool for pool in pools}
+        states: dict[str, PodState | None] = {
+            podref: pods.get(podref) for podref in podrefs_of(e for e, _ in doomed)
+        }
+        report.released, report.failures = self._release(doomed, snapshots, states)
+
+        versions = {reservation.name: reservation.resource_version for reservation in reservations}
+        orphans = self._orphans.due(
+            [(name, versions[name]) for name in plan.orphan_reservations], now
+        )
+        unbacked = {entry.key: entry for entry in plan.missing_reservations}
+        unbacked_due = self._unbacked.due(unbacked, now)
+        conflicts = list(plan.conflicts)
+        if (orphans or unbacked_due) and self._leading():
+            deleted, created, found = self._repair(
+                orphans, [unbacked[key] for key in sorted_keys(unbacked_due)], pods
+            )
+            report.reservations_deleted, report.reservations_created = deleted, created
+            conflicts += found
+        report.conflicts = conflicts
+        self._report_conflicts(conflicts, pods)
+
+        released_per_pool: dict[str, int] = {}
+        for item in report.released:
+            released_per_pool[item.entry.pool] = released_per_pool.get(item.entry.pool, 0) + 1
+        self._publish_pools(pools, released_per_pool)
+        report.seconds = self._clock() - started
+        metrics.SWEEP_SECONDS.observe(report.seconds)
+        log.info(
+            "sweep finished pools=%d allocations=%d released=%d awaiting_grace=%d "
+            "reservations_deleted=%d reservations_created=%d conflicts=%d failures=%d "
+            "seconds=%.3f",
+            report.pools,
+            report.entries,
+            len(report.released),
+            report.awaiting_grace,
+            len(report.reservations_deleted),
+            len(report.reservations_created),
+            len(report.conflicts),
+            report.failures,
+            report.seconds,
+        )
+        return report
+
+    @staticmethod
+    def _publish_pools(pools: Sequence[PoolSnapshot], released: Mapping[str, int]) -> None:
+        usages = []
+        for pool in pools:
+            try:
+                network = network_name_of(pool.name, pool.cidr) or ""
+                annotations = pool.metadata.get("annotations") or {}
+                size = pool_size(pool.cidr, annotations.get(WHOLE_RANGE_ANNOTATION))
+            except (ValueError, netaddr.AddrFormatError):
+                continue  # already warned about while reading the entries
+            allocated = max(0, len(pool.allocations) - released.get(pool.name, 0))
+            usages.append(metrics.PoolUsage(pool.name, network, pool.cidr, size, allocated))
+        metrics.publish_pools(usages)
+
+    # --- releasing -----------------------------------------------------------------------
+    def _release(
+        self,
+        doomed: Sequence[tuple[HeldEntry, Verdict]],
+        snapshots: Mapping[str, PoolSnapshot],
+        pods: Mapping[str, PodState | None],
+    ) -> tuple[list[Released], int]:
+        """Release entries pool by pool, reservation first; return what went and failures."""
+        by_pool: dict[str, list[tuple[HeldEntry, Verdict]]] = {}
+        for entry, verdict in doomed:
+            by_pool.setdefault(entry.pool, []).append((entry, verdict))
+        released: list[Released] = []
+        failures = 0
+        for pool, items in sorted(by_pool.items()):
+            if not self._leading():
+                log.warning("no longer leading: %d pools left unreleased", len(by_pool))
+                break
+            ready: list[tuple[HeldEntry, Verdict]] = []
+            for entry, verdict in items:
+                try:
+                    self._drop_reservation(entry)
+                except StoreError as error:
+                    failures += 1
+                    self._failed(entry, pods, f"deleting its reservation: {error}")
+                    continue
+                ready.append((entry, verdict))
+            if not ready:
+                continue
+            try:
+                gone = self._remove_from_pool(snapshots.get(pool), ready)
+            except StoreError as error:
+                failures += len(ready)
+                for entry, _ in ready:
+                    self._failed(entry, pods, f"updating IPPool {pool}: {error}")
+                continue
+            for entry, verdict in ready:
+                if entry.offset in gone:
+                    released.append(Released(entry, verdict))
+                else:
+                    log.info(
+                        "not released address=%s pool=%s pod=%s: the entry changed meanwhile",
+                        entry.address,
+                        pool,
+                        entry.allocation.podref,
+                    )
+        self._announce(released, pods)
+        return released, failures
+
+    def _drop_reservation(self, entry: HeldEntry) -> None:
+        """Delete the entry's reservation if (and only if) it names exactly this attachment."""
+        for _ in range(MAX_CAS_ATTEMPTS):
+            reservation = self.store.get_reservation(entry.reservation)
+            if reservation is None or not reservation_held_by(reservation.holder, entry.allocation):
+                return  # none, or another attachment's claim (an overlapping range): keep it
+            try:
+                self.store.delete_reservation(reservation)
+                return
+            except ConflictError:
+                continue  # changed since read: look again
+        raise StoreError(
+            f"OverlappingRangeIPReservation {entry.reservation} kept changing",
+            f"gave up after {MAX_CAS_ATTEMPTS} attempts; the next sweep retries",
+        )
+
+    def _remove_from_pool(
+        self, snapshot: PoolSnapshot | None, items: Sequence[tuple[HeldEntry, Verdict]]
+    ) -> set[int]:
+        """Remove the entries still held by the same holder; return the freed offsets."""
+        first = items[0][0]
+        wanted = {entry.offset: entry.allocation for entry, _ in items}
+        for attempt in range(MAX_CAS_ATTEMPTS):
+            if snapshot is None:
+                snapshot = self.store.get_pool(first.pool, first.cidr)
+            if snapshot.resource_version is None:
+                return set()
+            gone = {
+                offset
+                for offset, holder in wanted.items()
+                if snapshot.allocations.get(offset) == holder
+            }
+            if not gone:
+                return set()
+            remaining = {k: v for k, v in snapshot.allocations.items() if k not in gone}
+            try:
+                self.store.write_pool(snapshot, remaining)
+                return gone
+            except ConflictError:
+                snapshot = None
+                # Jittered, so that writers that collided do not collide again in lockstep.
+                time.sleep(random.uniform(0.0, 0.02 * (attempt + 1)))
+        raise StoreError(
+            f"IPPool {first.pool} kept changing",
+            f"lost {MAX_CAS_ATTEMPTS} compare-and-swap races; the next sweep retries",
+        )
+
+    # --- repairing reservations --------------------------------------------------------
+    def _repair(
+        self,
+        orphans: Collection[tuple[str, str]],
+        unbacked: Sequence[HeldEntry],
+        pods: Mapping[str, PodState],
+    ) -> tuple[list[str], list[str], list[Conflict]]:
+        """Take a second look (reservations, then pools), then repair what still needs it."""
+        reservations = {r.name: r for r in self.store.list_reservations()}
+        entries, all_readable = self._entries(self.store.list_pools())
+        if not all_readable:
+            return [], [], []
+        deleted = self._delete_orphans(orphans, reservations, {e.reservation for e in entries})
+        fresh = {entry.key for entry in entries}
+        created: list[str] = []
+        conflicts: list[Conflict] = []
+        for entry in unbacked:
+            if entry.key not in fresh:
+                continue  # released or rewritten meanwhile
+            try:
+                holder = self._recreate_reservation(entry, reservations.get(entry.reservation))
+            except StoreError as error:
+                metrics.count_failure("create_reservation")
+                log.warning("could not recreate reservation %s: %s", entry.reservation, error)
+                continue
+            if holder is None:
+                created.append(entry.reservation)
+                self._event(
+                    self._target(entry, pods.get(entry.allocation.podref)),
+                    EVENT_REPAIRED,
+                    f"recreated the missing reservation {entry.reservation} of "
+                    f"{entry.address} (IPPool {entry.pool})",
+                )
+            elif not same_attachment(holder, entry.allocation):
+                conflicts.append(Conflict(entry, holder))
+        return deleted, created, conflicts
+
+    def _delete_orphans(
+        self,
+        orphans: Collection[tuple[str, str]],
+        reservations: Mapping[str, Reservation],
+        backed: Collection[str],
+    ) -> list[str]:
+        """Delete reservations still unchanged and still backed by no pool entry."""
+        deleted: list[str] = []
+        for name, version in sorted(orphans):
+            reservation = reservations.get(name)
+            if reservation is None or reservation.resource_version != version or name in backed:
+                continue  # gone, changed or backed now: not an orphan any more
+            try:
+                if not self.store.delete_reservation(reservation):
+                    continue
+            except StoreError as error:
+                metrics.count_failure("delete_reservation")
+                log.warning("could not delete orphan reservation %s: %s", name, error)
+                continue
+            deleted.append(name)
+            metrics.count_repair("deleted")
+            holder = reservation.holder.describe()
+            log.info(
+                "deleted orphan reservation=%s holder=%s: no IPPool entry holds it", name, holder
+            )
+            self._event(
+                ObjectRef(
+                    "OverlappingRangeIPReservation",
+                    f"{GROUP}/{VERSION}",
+                    self.store.namespace,
+                    name,
+                ),
+                EVENT_RELEASED,
+                f"deleted reservation {name} of {holder}: no IPPool entry holds the address",
+            )
+        return deleted
+
+    def _recreate_reservation(
+        self, entry: HeldEntry, existing: Reservation | None
+    ) -> Allocation | None:
+        """Create the entry's missing reservation; the holder found instead, if any."""
+        if existing is not None:
+            return existing.holder
+        try:
+            self.store.create_reservation(entry.reservation, entry.allocation)
+        except AlreadyExistsError:
+            found = self.store.get_reservation(entry.reservation)
+            # Deleted again at once: count it as nobody's; the next sweep looks again.
+            return found.holder if found is not None else entry.allocation
+        metrics.count_repair("created")
+        log.info(
+            "recreated reservation=%s for address=%s pool=%s pod=%s",
+            entry.reservation,
+            entry.address,
+            entry.pool,
+            entry.allocation.podref or "-",
+        )
+        return None
+
+    def _report_conflicts(
+        self, conflicts: Sequence[Conflict], pods: Mapping[str, PodState]
+    ) -> None:
+        """Conflicts are never resolved here (both holders may be alive): tell the operator."""
+        metrics.CONFLICTS.set(len(conflicts))
+        current: set[tuple[str, int, Allocation, str]] = set()
+        for conflict in conflicts:
+            entry = conflict.entry
+            key = (*entry.key, conflict.holder.podref or conflict.holder.container_id)
+            current.add(key)
+            if key in self._reported_conflicts:
+                continue
+            message = (
+                f"address {entry.address} (IPPool {entry.pool}) of "
+                f"{entry.allocation.describe()} is reserved cluster-wide by "
+                f"{conflict.holder.describe()} (reservation {entry.reservation}); "
+                "not released: check both pods"
+            )
+            log.error("conflict %s", message)
+            self._event(
+                self._target(entry, pods.get(entry.allocation.podref)),
+                EVENT_CONFLICT,
+                message,
+                warning=True,
+            )
+        self._reported_conflicts = current
+
+    # --- telling people ----------------------------------------------------------------
+    def _target(self, entry: HeldEntry, pod: PodState | None) -> ObjectRef:
+        """The pod when it exists and is the entry's holder, else the IPPool."""
+        if pod is not None and entry.allocation.pod_uid in (None, pod.uid):
+            return ObjectRef("Pod", "v1", pod.namespace, pod.name, pod.uid)
+        return ObjectRef("IPPool", f"{GROUP}/{VERSION}", self.store.namespace, entry.pool)
+
+    def _announce(self, released: Sequence[Released], pods: Mapping[str, PodState | None]) -> None:
+        grouped: dict[ObjectRef, list[Released]] = {}
+        for item in released:
+            entry = item.entry
+            metrics.count_release(item.verdict.value)
+            log.info(
+                "released address=%s pool=%s pod=%s uid=%s ifname=%s node=%s reason=%s",
+                entry.address,
+                entry.pool,
+                entry.allocation.podref,
+                entry.allocation.pod_uid or "-",
+                entry.allocation.ifname or "-",
+                entry.allocation.node or "-",
+                item.verdict.value,
+            )
+            target = self._target(entry, pods.get(entry.allocation.podref))
+            grouped.setdefault(target, []).append(item)
+        for target, items in grouped.items():
+            described = ", ".join(_describe(item) for item in items)
+            self._event(target, EVENT_RELEASED, f"released {described}")
+
+    def _failed(self, entry: HeldEntry, pods: Mapping[str, PodState | None], problem: str) -> None:
+        metrics.count_failure("release")
+        log.warning(
+            "release failed address=%s pool=%s pod=%s: %s",
+            entry.address,
+            entry.pool,
+            entry.allocation.podref,
+            problem,
+        )
+        self._event(
+            self._target(entry, pods.get(entry.allocation.podref)),
+            EVENT_FAILED,
+            f"could not release {entry.address} (IPPool {entry.pool}): {problem}",
+            warning=True,
+        )
+
+    def _event(self, about: ObjectRef, reason: str, message: str, *, warning: bool = False) -> None:
+        """Events are best effort: a failure to record one never stops the work."""
+        try:
+            self.store.create_event(
+                about,
+                reason,
+                message,
+                warning=warning,
+                component=COMPONENT,
+                instance=self._instance,
+            )
+        except StoreError as error:
+            log.info(
+                "could not record Event %s on %s %s: %s", reason, about.kind, about.name, error
+            )
+
+
+def _describe(item: Released) -> str:
+    entry = item.entry
+    return (
+        f"{entry.address} (IPPool {entry.pool}, pod {entry.allocation.podref}, "
+        f"interface {entry.allocation.ifname or '?'}, {item.verdict.value})"
+    )
+
+
+def sorted_keys(keys: Iterable[tuple[str, int, Allocation]]) -> list[tuple[str, int, Allocation]]:
+    return sorted(keys, key=lambda key: (key[0], key[1]))

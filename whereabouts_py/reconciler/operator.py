@@ -1,0 +1,385 @@
+"""``whereabouts-py reconciler``: kopf watches pods, one elected replica frees addresses.
+
+Process shape. kopf runs in every replica, always, standalone (no
+KopfPeering), and watches pods cluster-wide; next to it run three threads:
+the leader election (``leader.py``), the event worker and the sweeper. Only
+the event worker and the sweeper write, and only while this replica leads;
+a follower's kopf drops the events it sees. We chose this over "wait for the
+lead, then start kopf" because a takeover then needs no kopf start-up (login,
+discovery, the initial pod listing) and no restart of an operator inside a
+running process when the lead is lost and won again: the follower's watch is
+already warm. What it misses as a follower, the sweep it runs on taking the
+lead catches (pods gone, finished or evicted meanwhile).
+
+Event path. The kopf handler only filters and queues: a pod that was
+deleted, has phase Succeeded or Failed, or has the condition DisruptionTarget
+puts its ``namespace/name`` in a set. The event worker takes the whole set
+at once, so a burst of deletions costs one IPPool listing, and hands it to
+``GarbageCollector.release_for_pods``, which judges every entry of those pods
+against the pod as it is now (so the UID tells an old pod from its
+same-name successor). Failed attempts are retried a few times, then left to
+the next sweep.
+
+kopf's own state. Only ``on.event`` handlers are registered, and those keep
+no state: kopf never patches a pod, adds no finalizer, writes no annotation
+and no status (so nothing fights structural pruning). To keep it that way
+even if a handler with state is added by mistake, the progress and diff-base
+storages are no-ops. kopf's own Kubernetes Events are switched off (we post
+ours through the store), and so is its scanning of CRDs and namespaces: pods
+are a built-in resource, so kopf needs only discovery and list/watch of pods.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import socket
+import sys
+import threading
+import time
+from typing import Any
+
+import kopf
+
+from whereabouts_py.errors import WhereaboutsError
+from whereabouts_py.metrics import reconciler as metrics
+from whereabouts_py.reconciler.collector import GarbageCollector
+from whereabouts_py.reconciler.leader import LeaderElection
+from whereabouts_py.store.kube import KubeStore, connect
+
+log = logging.getLogger("whereabouts_py.reconciler")
+
+LEASE_NAME = "whereabouts-py-reconciler"
+# How often one pod's release is retried by the event worker before the sweep takes over.
+EVENT_ATTEMPTS = 3
+EVENT_RETRY_DELAY_S = 1.0
+# The longest wait before a failed sweep is tried again (never longer than the interval).
+SWEEP_RETRY_MAX_S = 30.0
+# How long kopf may hold a watch request open before it reconnects.
+WATCH_SERVER_TIMEOUT_S = 300
+
+
+# --- the event path -------------------------------------------------------------------------
+
+
+def releases_addresses(event: kopf.RawEvent) -> bool:
+    """Whether a pod watch event means the pod's addresses may be free now."""
+    body = event.get("object") or {}
+    if event.get("type") == "DELETED":
+        return True
+    status = body.get("status") or {}
+    if status.get("phase") in ("Succeeded", "Failed"):
+        return True
+    return any(
+        isinstance(condition, dict)
+        and condition.get("type") == "DisruptionTarget"
+        and condition.get("status") == "True"
+        for condition in status.get("conditions") or []
+    )
+
+
+class PendingPods:
+    """Pods (``namespace/name``) waiting for the event worker, deduplicated."""
+
+    def __init__(self) -> None:
+        self._pending: dict[str, int] = {}  # podref -> attempts made
+        self._ready = threading.Condition()
+
+    def put(self, podref: str, attempts: int = 0) -> None:
+        with self._ready:
+            self._pending[podref] = max(attempts, self._pending.get(podref, 0))
+            self._ready.notify()
+
+    def take_all(self, timeout_s: float) -> dict[str, int]:
+        with self._ready:
+            if not self._pending:
+                self._ready.wait(timeout_s)
+            taken, self._pending = self._pending, {}
+            return taken
+
+
+def run_event_worker(
+    pending: PendingPods,
+    collector: GarbageCollector,
+    election: LeaderElection,
+    stop: threading.Event,
+) -> None:
+    while not stop.is_set():
+        batch = pending.take_all(timeout_s=0.5)
+        if not batch:
+            continue
+        if not election.leading:
+            continue  # the next leader's first sweep covers these
+        try:
+            collector.release_for_pods(batch)
+            continue
+        except WhereaboutsError as error:
+            log.warning("releasing for pods %s failed: %s", sorted(batch), error)
+        except Exception:  # a bug must not end the thread: log it, the sweep covers the pods
+            log.exception("releasing for pods %s failed unexpectedly", sorted(batch))
+        metrics.count_failure("event")
+        retry = {podref: n + 1 for podref, n in batch.items() if n + 1 < EVENT_ATTEMPTS}
+        if retry:
+            stop.wait(EVENT_RETRY_DELAY_S)
+            for podref, attempts in retry.items():
+                pending.put(podref, attempts)
+
+
+# --- the sweeper ----------------------------------------------------------------------------
+
+
+def run_sweeper(
+    collector: GarbageCollector,
+    election: LeaderElection,
+    interval_s: float,
+    sweep_now: threading.Event,
+    stop: threading.Event,
+) -> None:
+    """Sweep on taking the lead (``sweep_now``) and every ``interval_s`` while leading.
+
+    A failed sweep is retried soon, backing off from 1 s to ``SWEEP_RETRY_MAX_S``.
+    """
+    retry_s = 1.0
+    while not stop.is_set():
+        sweep_now.wait(interval_s)
+        sweep_now.clear()
+        if stop.is_set():
+            return
+        if not election.leading:
+            continue
+        try:
+            collector.sweep()
+            retry_s = 1.0
+            continue
+        except WhereaboutsError as error:
+            log.warning("sweep failed, retrying in %.0f s: %s", min(retry_s, interval_s), error)
+        except Exception:  # a bug must not end the thread
+            log.exception("sweep failed unexpectedly, retrying in %.0f s", retry_s)
+        metrics.count_failure("sweep")
+        delay_s = min(retry_s, interval_s)
+        retry_s = min(retry_s * 2, SWEEP_RETRY_MAX_S)
+        if not stop.wait(delay_s):
+            sweep_now.set()
+
+
+# --- kopf ---------------------------------------------------------------------------------
+
+
+class NoProgressStorage(kopf.ProgressStorage):
+    """Keeps no handler progress anywhere: our handlers are stateless."""
+
+    def fetch(self, *, key: kopf.HandlerId, body: kopf.Body) -> kopf.ProgressRecord | None:
+        return None
+
+    def store(
+        self,
+        *,
+        key: kopf.HandlerId,
+        record: kopf.ProgressRecord,
+        body: kopf.Body,
+        patch: kopf.Patch,
+    ) -> None:
+        return None
+
+    def purge(self, *, key: kopf.HandlerId, body: kopf.Body, patch: kopf.Patch) -> None:
+        return None
+
+    def touch(self, *, body: kopf.Body, patch: kopf.Patch, value: str | None) -> None:
+        return None
+
+    def clear(self, *, essence: kopf.BodyEssence) -> kopf.BodyEssence:
+        return copy.deepcopy(essence)
+
+
+class NoDiffBaseStorage(kopf.DiffBaseStorage):
+    """Keeps no last-handled state: nothing is ever written to a pod."""
+
+    def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
+        return None
+
+    def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
+        return None
+
+
+def operator_settings() -> kopf.OperatorSettings:
+    settings = kopf.OperatorSettings()
+    settings.posting.enabled = False
+    settings.scanning.disabled = True
+    settings.peering.standalone = True
+    settings.persistence.progress_storage = NoProgressStorage()
+    settings.persistence.diffbase_storage = NoDiffBaseStorage()
+    settings.watching.server_timeout = WATCH_SERVER_TIMEOUT_S
+    settings.watching.client_timeout = WATCH_SERVER_TIMEOUT_S + 30
+    settings.watching.connect_timeout = 10
+    return settings
+
+
+def build_registry(
+    pending: PendingPods, election: LeaderElection, kubeconfig: str | None
+) -> kopf.OperatorRegistry:
+    """kopf handlers: log in, and queue the pods whose addresses may be free."""
+    registry = kopf.OperatorRegistry()
+    first_event = threading.Event()
+
+    @kopf.on.login(registry=registry, id="login")
+    def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+        if kubeconfig:
+            return kopf.login_with_kubeconfig(**kwargs)
+        return kopf.login_with_service_account(**kwargs)
+
+    @kopf.on.event("v1", "pods", registry=registry, id="queue-pods-whose-addresses-may-be-free")
+    async def pod_event(event: kopf.RawEvent, **_: Any) -> None:
+        if not first_event.is_set():
+            first_event.set()
+            log.info("pod watch established (first event from the listing or the stream)")
+        if not releases_addresses(event):
+            return
+        metadata = (event.get("object") or {}).get("metadata") or {}
+        podref = f"{metadata.get('namespace', '')}/{metadata.get('name', '')}"
+        if not election.leading:
+            log.debug("follower: not acting on pod %s", podref)
+            return
+        log.debug("pod %s: %s", podref, event.get("type") or "listed")
+        pending.put(podref)
+
+    return registry
+
+
+# --- the process ----------------------------------------------------------------------------
+
+
+class ReconcilerProcess:
+    """One replica: the leader election, the event worker, the sweeper, and kopf."""
+
+    def __init__(
+        self,
+        store: KubeStore,
+        *,
+        identity: str,
+        sweep_interval_s: float,
+        lease_duration_s: float,
+        grace_period_s: float,
+    ) -> None:
+        self.store = store
+        self.identity = identity
+        self.sweep_interval_s = sweep_interval_s
+        self.stop = threading.Event()
+        self.sweep_now = threading.Event()
+        self.pending = PendingPods()
+        self.election = LeaderElection(
+            store,
+            LEASE_NAME,
+            identity,
+            lease_duration_s,
+            on_started_leading=self._started_leading,
+            on_stopped_leading=self._stopped_leading,
+        )
+        self.collector = GarbageCollector(
+            store,
+            grace_period_s=grace_period_s,
+            leading=lambda: self.election.leading,
+            instance=identity,
+        )
+
+    def _started_leading(self) -> None:
+        metrics.set_leader(True)
+        metrics.LEASE_ACQUISITIONS.inc()
+        self.collector.forget()  # what it saw in an earlier term may have changed since
+        self.sweep_now.set()  # catch what happened while nobody (or someone else) led
+
+    def _stopped_leading(self) -> None:
+        metrics.set_leader(False)
+        metrics.LEASE_LOSSES.inc()
+        metrics.publish_pools([])  # only the leader's pool gauges are current
+
+    def run(self, kubeconfig: str | None) -> None:
+        """Until SIGTERM/SIGINT, which kopf handles (so it runs in the main thread)."""
+        metrics.set_leader(False)
+        threads = [
+            threading.Thread(
+                target=self.election.run, args=(self.stop,), name="leader-election", daemon=True
+            ),
+            threading.Thread(
+                target=run_event_worker,
+                args=(self.pending, self.collector, self.election, self.stop),
+                name="event-worker",
+                daemon=True,
+            ),
+            threading.Thread(
+                target=run_sweeper,
+                args=(
+                    self.collector,
+                    self.election,
+                    self.sweep_interval_s,
+                    self.sweep_now,
+                    self.stop,
+                ),
+                name="sweeper",
+                daemon=True,
+            ),
+        ]
+        for thread in threads:
+            thread.start()
+        try:
+            kopf.run(
+                registry=build_registry(self.pending, self.election, kubeconfig),
+                settings=operator_settings(),
+                standalone=True,
+                clusterwide=True,
+            )
+        finally:
+            self.stop.set()
+            self.sweep_now.set()
+            deadline = time.monotonic() + 5.0
+            for thread in threads:  # the election gives the Lease up on its way out
+                thread.join(max(0.0, deadline - time.monotonic()))
+            log.info("reconciler %s stopped", self.identity)
+
+
+def run_reconciler(
+    *,
+    kubeconfig: str | None,
+    namespace: str,
+    metrics_address: str | None,
+    sweep_interval_s: float,
+    identity: str | None,
+    lease_duration_s: float = 5.0,
+    grace_period_s: float = 60.0,
+    log_level: str = "info",
+) -> int:
+    logging.basicConfig(
+        level=getattr(logging, log_level.upper(), logging.INFO),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if log_level != "debug":
+        # kopf logs every successful handler call at INFO: one line per pod event.
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+    identity = identity or socket.gethostname()
+    if kubeconfig:
+        # kopf's own kubeconfig login reads the file that KUBECONFIG names.
+        os.environ["KUBECONFIG"] = kubeconfig
+    store = KubeStore(connect(kubeconfig), namespace)
+    if metrics_address:
+        metrics.serve(metrics_address)
+    log.info(
+        "reconciler identity=%s namespace=%s lease=%s lease_duration=%.1fs "
+        "sweep_interval=%.1fs grace_period=%.1fs API=%s",
+        identity,
+        namespace,
+        LEASE_NAME,
+        lease_duration_s,
+        sweep_interval_s,
+        grace_period_s,
+        store.ping(),
+    )
+    process = ReconcilerProcess(
+        store,
+        identity=identity,
+        sweep_interval_s=sweep_interval_s,
+        lease_duration_s=lease_duration_s,
+        grace_period_s=grace_period_s,
+    )
+    process.run(kubeconfig)
+    return 0
