@@ -166,6 +166,7 @@ def _reconciler(args: argparse.Namespace) -> int:
         metrics_address=args.metrics_address,
         sweep_interval_s=args.sweep_interval,
         identity=args.identity,
+        configuration_path=args.configuration_path,
         lease_duration_s=args.lease_duration,
         grace_period_s=args.grace_period,
         log_level=args.log_level,
@@ -189,9 +190,15 @@ def _add_reconciler(subparsers: argparse._SubParsersAction[argparse.ArgumentPars
     reconciler.add_argument(
         "--sweep-interval",
         type=float,
-        default=300.0,
+        default=None,
         metavar="SECONDS",
-        help="seconds between full sweeps (default 300)",
+        help="seconds between full sweeps (default: the flat file's "
+        "reconciler_cron_expression if it has one, else 300)",
+    )
+    reconciler.add_argument(
+        "--configuration-path",
+        default=None,
+        help="flat file whereabouts.conf to read first (default: the standard locations)",
     )
     reconciler.add_argument(
         "--identity",

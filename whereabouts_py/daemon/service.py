@@ -17,13 +17,11 @@ IPPool); the reservation object is the arbiter across overlapping ranges
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import netaddr
@@ -33,7 +31,6 @@ from whereabouts_py.core.allocator import Allocation, assign, release, release_w
 from whereabouts_py.core.codec import reservation_name
 from whereabouts_py.core.config import (
     IPAMConfig,
-    flat_file_candidates,
     merge_flat_file,
     parse_cni_args,
     parse_ipam_config,
@@ -65,6 +62,7 @@ from whereabouts_py.errors import (
     WhereaboutsError,
 )
 from whereabouts_py.metrics import daemon as metrics
+from whereabouts_py.store.flatfile import read_flat_file
 from whereabouts_py.store.kube import WHOLE_RANGE_ANNOTATION, KubeStore, Reservation
 
 log = logging.getLogger(__name__)
@@ -144,22 +142,6 @@ def _attachment(request: Mapping[str, Any], *, need_container: bool = True) -> A
         pod_uid=args.get("K8S_POD_UID") or None,
         cni_args=cni_args,
     )
-
-
-def read_flat_file(configuration_path: str | None) -> dict[str, Any]:
-    """The first existing whereabouts.conf of the lookup order, or {}."""
-    for candidate in flat_file_candidates(configuration_path):
-        path = Path(candidate)
-        if not path.is_file():
-            continue
-        try:
-            content = json.loads(path.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-            raise ConfigError("configuration_path", candidate, f"unreadable: {error}") from None
-        if not isinstance(content, dict):
-            raise ConfigError("configuration_path", candidate, "must hold a JSON object")
-        return content
-    return {}
 
 
 class IPAMService:

@@ -32,20 +32,24 @@ are a built-in resource, so kopf needs only discovery and list/watch of pods.
 from __future__ import annotations
 
 import copy
+import datetime as dt
 import logging
 import os
 import socket
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import kopf
 
-from whereabouts_py.errors import WhereaboutsError
+from whereabouts_py.core.schedule import CronSchedule, parse_cron
+from whereabouts_py.errors import ConfigError, WhereaboutsError
 from whereabouts_py.metrics import reconciler as metrics
 from whereabouts_py.reconciler.collector import GarbageCollector
 from whereabouts_py.reconciler.leader import LeaderElection
+from whereabouts_py.store.flatfile import read_flat_file
 from whereabouts_py.store.kube import KubeStore, connect
 
 log = logging.getLogger("whereabouts_py.reconciler")
@@ -129,19 +133,36 @@ def run_event_worker(
 # --- the sweeper ----------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class SweepSchedule:
+    """Every ``interval_s`` seconds, or at the times of a cron expression."""
+
+    interval_s: float = 300.0
+    cron: CronSchedule | None = None
+
+    def seconds_to_next(self) -> float:
+        if self.cron is None:
+            return self.interval_s
+        return max(self.cron.seconds_until_next(dt.datetime.now()), 1.0)
+
+    def describe(self) -> str:
+        return f"cron '{self.cron.expression}'" if self.cron else f"every {self.interval_s:g}s"
+
+
 def run_sweeper(
     collector: GarbageCollector,
     election: LeaderElection,
-    interval_s: float,
+    schedule: SweepSchedule,
     sweep_now: threading.Event,
     stop: threading.Event,
 ) -> None:
-    """Sweep on taking the lead (``sweep_now``) and every ``interval_s`` while leading.
+    """Sweep on taking the lead (``sweep_now``) and as ``schedule`` says while leading.
 
     A failed sweep is retried soon, backing off from 1 s to ``SWEEP_RETRY_MAX_S``.
     """
     retry_s = 1.0
     while not stop.is_set():
+        interval_s = schedule.seconds_to_next()
         sweep_now.wait(interval_s)
         sweep_now.clear()
         if stop.is_set():
@@ -257,13 +278,13 @@ class ReconcilerProcess:
         store: KubeStore,
         *,
         identity: str,
-        sweep_interval_s: float,
+        schedule: SweepSchedule,
         lease_duration_s: float,
         grace_period_s: float,
     ) -> None:
         self.store = store
         self.identity = identity
-        self.sweep_interval_s = sweep_interval_s
+        self.schedule = schedule
         self.stop = threading.Event()
         self.sweep_now = threading.Event()
         self.pending = PendingPods()
@@ -311,7 +332,7 @@ class ReconcilerProcess:
                 args=(
                     self.collector,
                     self.election,
-                    self.sweep_interval_s,
+                    self.schedule,
                     self.sweep_now,
                     self.stop,
                 ),
@@ -337,13 +358,28 @@ class ReconcilerProcess:
             log.info("reconciler %s stopped", self.identity)
 
 
+def sweep_schedule(interval_s: float | None, configuration_path: str | None) -> SweepSchedule:
+    """--sweep-interval when given, else the flat file's reconciler_cron_expression, else 300 s."""
+    if interval_s is not None:
+        if interval_s <= 0:
+            raise ConfigError(
+                "--sweep-interval", interval_s, "must be a positive number of seconds"
+            )
+        return SweepSchedule(interval_s=interval_s)
+    expression = read_flat_file(configuration_path).get("reconciler_cron_expression")
+    if expression is None:
+        return SweepSchedule()
+    return SweepSchedule(cron=parse_cron(expression))
+
+
 def run_reconciler(
     *,
     kubeconfig: str | None,
     namespace: str,
     metrics_address: str | None,
-    sweep_interval_s: float,
+    sweep_interval_s: float | None,
     identity: str | None,
+    configuration_path: str | None = None,
     lease_duration_s: float = 5.0,
     grace_period_s: float = 60.0,
     log_level: str = "info",
@@ -360,24 +396,25 @@ def run_reconciler(
     if kubeconfig:
         # kopf's own kubeconfig login reads the file that KUBECONFIG names.
         os.environ["KUBECONFIG"] = kubeconfig
+    schedule = sweep_schedule(sweep_interval_s, configuration_path)
     store = KubeStore(connect(kubeconfig), namespace)
     if metrics_address:
         metrics.serve(metrics_address)
     log.info(
         "reconciler identity=%s namespace=%s lease=%s lease_duration=%.1fs "
-        "sweep_interval=%.1fs grace_period=%.1fs API=%s",
+        "sweeps=%s grace_period=%.1fs API=%s",
         identity,
         namespace,
         LEASE_NAME,
         lease_duration_s,
-        sweep_interval_s,
+        schedule.describe(),
         grace_period_s,
         store.ping(),
     )
     process = ReconcilerProcess(
         store,
         identity=identity,
-        sweep_interval_s=sweep_interval_s,
+        schedule=schedule,
         lease_duration_s=lease_duration_s,
         grace_period_s=grace_period_s,
     )
