@@ -7,7 +7,9 @@ number of series bounded. ``docs/metrics.md`` explains each metric.
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram, start_http_server
+from prometheus_client import Counter, Histogram
+
+from whereabouts_py.metrics.common import GC_RELEASES, serve
 
 REQUESTS = Counter(
     "whereabouts_shim_requests_total",
@@ -60,11 +62,6 @@ LEASE_LOSSES = Counter(
     "Pool coordination Leases this node held but could not renew, by pool.",
     ["pool"],
 )
-GC_RELEASES = Counter(
-    "whereabouts_gc_releases_total",
-    "Allocations released by garbage collection, by reason.",
-    ["reason"],
-)
 
 
 def observe_request(verb: str, code: int, seconds: float) -> None:
@@ -72,7 +69,18 @@ def observe_request(verb: str, code: int, seconds: float) -> None:
     REQUEST_SECONDS.labels(verb=verb).observe(seconds)
 
 
-def serve(address: str) -> None:
-    """Expose /metrics on HOST:PORT in a background thread."""
-    host, _, port = address.rpartition(":")
-    start_http_server(int(port), addr=host.strip("[]") or "0.0.0.0")
+__all__ = [
+    "ALLOCATIONS",
+    "BATCH_SIZE",
+    "CAS_CONFLICTS",
+    "CAS_EXHAUSTED",
+    "GC_RELEASES",
+    "LEASE_ACQUISITIONS",
+    "LEASE_LOSSES",
+    "POOL_WRITES",
+    "RELEASES",
+    "REQUESTS",
+    "REQUEST_SECONDS",
+    "observe_request",
+    "serve",
+]

@@ -12,14 +12,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from prometheus_client import Counter, Gauge, Histogram, start_http_server
+from prometheus_client import Counter, Gauge, Histogram
 
-GC_RELEASES = Counter(
-    "whereabouts_gc_releases_total",
-    "Addresses the reconciler released, by reason (pod_deleted, pod_replaced, pod_finished, "
-    "pod_disrupted, not_in_network_status).",
-    ["reason"],
-)
+from whereabouts_py.metrics.common import GC_RELEASES, serve
+
 GC_FAILURES = Counter(
     "whereabouts_gc_failures_total",
     "Releases or repairs the reconciler attempted and could not complete (retried later).",
@@ -117,7 +113,23 @@ def set_leader(leading: bool) -> None:
     LEADER.set(1 if leading else 0)
 
 
-def serve(address: str) -> None:
-    """Expose /metrics on HOST:PORT in a background thread."""
-    host, _, port = address.rpartition(":")
-    start_http_server(int(port), addr=host.strip("[]") or "0.0.0.0")
+__all__ = [
+    "CONFLICTS",
+    "GC_FAILURES",
+    "GC_RELEASES",
+    "LEADER",
+    "LEASE_ACQUISITIONS",
+    "LEASE_LOSSES",
+    "POOL_ALLOCATED",
+    "POOL_FREE",
+    "POOL_SIZE",
+    "RESERVATION_REPAIRS",
+    "SWEEP_SECONDS",
+    "PoolUsage",
+    "count_failure",
+    "count_release",
+    "count_repair",
+    "publish_pools",
+    "serve",
+    "set_leader",
+]
