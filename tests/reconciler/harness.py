@@ -114,6 +114,7 @@ def start_reconciler(
     sweep_interval_s: float = 300.0,
     lease_duration_s: float = 5.0,
     grace_period_s: float = 60.0,
+    kubeconfig: Path | None = None,
 ) -> Reconciler:
     directory.mkdir(parents=True, exist_ok=True)
     log_path = directory / f"reconciler-{identity}-{uuid.uuid4().hex[:6]}.log"
@@ -124,7 +125,7 @@ def start_reconciler(
         "whereabouts_py",
         "reconciler",
         "--kubeconfig",
-        str(plane.kubeconfig),
+        str(kubeconfig or plane.kubeconfig),
         "--namespace",
         namespace,
         "--identity",

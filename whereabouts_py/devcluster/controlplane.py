@@ -319,7 +319,7 @@ class ControlPlane:
     def _install_crds(self, crd_dirs: list[Path]) -> None:
         files: list[Path] = [NAD_CRD]
         for crd_dir in crd_dirs:
-            files.extend(sorted(crd_dir.glob("*.yaml")))
+            files.extend(sorted(crd_dir.glob("whereabouts.cni.cncf.io_*.yaml")))
         args: list[str] = ["apply", "--server-side"]
         for path in files:
             args += ["-f", str(path)]
