@@ -96,6 +96,8 @@ class PoolWriter:
         linger_s: float = 0.0,
         metrics_pool: str | None = None,
         annotations: Mapping[str, str] | None = None,
+        size: int | None = None,
+        network: str | None = None,
     ) -> None:
         self.store = store
         self.name = name
@@ -109,6 +111,9 @@ class PoolWriter:
         # Metrics are labelled by the range's pool, not by each block.
         self.metrics_pool = metrics_pool or name
         self.annotations = dict(annotations or {})  # set when the pool is created
+        # For the counts in the pool's status (kubectl get ippools).
+        self.size = size
+        self.network = network
         self._cond = threading.Condition()
         self._queue: list[_Pending] = []
         self._worker_running = False
@@ -210,7 +215,11 @@ class PoolWriter:
                 return
             try:
                 self._snapshot = self.store.write_pool(
-                    snapshot, allocations, annotations=self.annotations
+                    snapshot,
+                    allocations,
+                    annotations=self.annotations,
+                    size=self.size,
+                    network=self.network,
                 )
             except ConflictError:
                 self._snapshot = None

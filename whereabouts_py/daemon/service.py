@@ -223,6 +223,8 @@ class IPAMService:
                     linger_s=SHARD_LEASE_LINGER_S if sharded else 0.0,
                     metrics_pool=whole_pool_name(shard.whole, config.network_name),
                     annotations={WHOLE_RANGE_ANNOTATION: shard.whole.cidr} if sharded else None,
+                    size=shard.window.capacity(),
+                    network=config.network_name or "",
                 )
                 self._writers[name] = writer
             return writer

@@ -60,6 +60,8 @@ EVENT_ATTEMPTS = 3
 EVENT_RETRY_DELAY_S = 1.0
 # The longest wait before a failed sweep is tried again (never longer than the interval).
 SWEEP_RETRY_MAX_S = 30.0
+# How often the leader checks that every pool's status counts are current.
+STATUS_REFRESH_S = 5.0
 # How long kopf may hold a watch request open before it reconnects.
 WATCH_SERVER_TIMEOUT_S = 300
 
@@ -182,6 +184,32 @@ def run_sweeper(
         retry_s = min(retry_s * 2, SWEEP_RETRY_MAX_S)
         if not stop.wait(delay_s):
             sweep_now.set()
+
+
+# --- pool status ---------------------------------------------------------------------------
+
+
+def run_status_refresher(
+    store: KubeStore, election: LeaderElection, stop: threading.Event, period_s: float
+) -> None:
+    """Keep the counts ``kubectl get ippools`` shows current, within ``period_s``.
+
+    The daemon writes them with every change; this catches pools written by
+    anyone else (the Go project rewrites pools without our status fields).
+    """
+    while not stop.wait(period_s):
+        if not election.leading:
+            continue
+        try:
+            stale = [pool for pool in store.list_pools() if not pool.status_current]
+        except WhereaboutsError as error:
+            log.info("pool status refresh skipped: %s", error)
+            continue
+        for pool in stale:
+            try:
+                store.write_pool(pool, pool.allocations)
+            except WhereaboutsError as error:  # changed meanwhile: its writer set the status
+                log.debug("status of IPPool %s not refreshed: %s", pool.name, error)
 
 
 # --- kopf ---------------------------------------------------------------------------------
@@ -325,6 +353,12 @@ class ReconcilerProcess:
                 target=run_event_worker,
                 args=(self.pending, self.collector, self.election, self.stop),
                 name="event-worker",
+                daemon=True,
+            ),
+            threading.Thread(
+                target=run_status_refresher,
+                args=(self.store, self.election, self.stop, STATUS_REFRESH_S),
+                name="status-refresher",
                 daemon=True,
             ),
             threading.Thread(

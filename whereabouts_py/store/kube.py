@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import netaddr
 import urllib3
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
@@ -80,6 +81,12 @@ class PoolSnapshot:
     allocations: Mapping[int, Allocation]
     resource_version: str | None
     metadata: Mapping[str, Any] = field(default_factory=dict, compare=False)
+    status: Mapping[str, Any] = field(default_factory=dict, compare=False)
+
+    @property
+    def status_current(self) -> bool:
+        """Whether ``status.allocated`` matches the entries (the Go project drops status)."""
+        return self.status.get("allocated") == len(self.allocations)
 
 
 @dataclass(frozen=True)
@@ -255,6 +262,39 @@ def _objects(group: str, version: str, namespace: str, plural: str, name: str = 
     return f"{path}/{name}" if name else path
 
 
+def usable_addresses(cidr: str) -> int:
+    """Addresses of a range but its network and last address (0 if unreadable)."""
+    try:
+        return max(int(netaddr.IPNetwork(cidr).size) - 2, 0)
+    except (netaddr.AddrFormatError, ValueError, TypeError):
+        return 0
+
+
+def pool_status(
+    snapshot: PoolSnapshot,
+    allocations: Mapping[int, Allocation],
+    *,
+    size: int | None = None,
+    network: str | None = None,
+) -> dict[str, Any]:
+    """The counts ``kubectl get ippools`` shows; fields the Go project ignores."""
+    previous = snapshot.status
+    known_size = previous.get("size")
+    if size is None:
+        size = known_size if isinstance(known_size, int) else usable_addresses(snapshot.cidr)
+    allocated = len(allocations)
+    status: dict[str, Any] = {
+        "size": size,
+        "allocated": allocated,
+        "free": max(size - allocated, 0),
+        "usedPercent": min(100, round(100 * allocated / size)) if size else 100,
+    }
+    network = network if network is not None else previous.get("network")
+    if network:
+        status["network"] = network
+    return status
+
+
 class KubeStore:
     """IPPools, reservations and Leases in one namespace, all by compare-and-swap.
 
@@ -301,12 +341,17 @@ class KubeStore:
         allocations: Mapping[int, Allocation],
         *,
         annotations: Mapping[str, str] | None = None,
+        size: int | None = None,
+        network: str | None = None,
     ) -> PoolSnapshot:
         """Create the pool or replace it if unchanged since ``snapshot`` was read.
 
-        ``annotations`` are set when the pool is created.
+        ``annotations`` are set when the pool is created. The counts in
+        ``status`` (shown by ``kubectl get ippools``) are written in the same
+        request; ``size`` and ``network`` default to what the pool had.
         """
         spec = {"range": snapshot.cidr, "allocations": encode_allocations(allocations)}
+        status = pool_status(snapshot, allocations, size=size, network=network)
         where = f"IPPool {self.namespace}/{snapshot.name}"
         if snapshot.resource_version is None:
             metadata: dict[str, Any] = {"name": snapshot.name, "namespace": self.namespace}
@@ -317,6 +362,7 @@ class KubeStore:
                 "kind": "IPPool",
                 "metadata": metadata,
                 "spec": spec,
+                "status": status,
             }
             with _translated(f"creating {where}"):
                 answer = self._call("POST", _objects(GROUP, VERSION, self.namespace, POOLS), body)
@@ -331,6 +377,7 @@ class KubeStore:
                     "resourceVersion": snapshot.resource_version,
                 },
                 "spec": spec,
+                "status": status,
             }
             with _translated(f"updating {where}"):
                 answer = self._call(
@@ -349,6 +396,7 @@ class KubeStore:
             allocations=decode_allocations(spec, pool=name),
             resource_version=str(metadata.get("resourceVersion")),
             metadata=_kept(metadata),
+            status=dict(body.get("status") or {}),
         )
 
     # --- OverlappingRangeIPReservations -------------------------------------------

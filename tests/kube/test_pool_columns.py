@@ -1,0 +1,120 @@
+"""`kubectl get ippools` shows how full each pool is, and bad pools are refused clearly."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from tests.reconciler.harness import running_reconciler
+from whereabouts_py.cni.install import install_cni
+from whereabouts_py.devcluster.controlplane import ControlPlane
+from whereabouts_py.devcluster.nodes import SimulatedNodes
+from whereabouts_py.devcluster.runtime import invoke, pod_args
+
+
+def get_row(plane: ControlPlane, namespace: str, name: str) -> list[str]:
+    table = plane.kubectl("get", "ipp", "-n", namespace, name).stdout.splitlines()
+    assert table[0].split() == ["NAME", "RANGE", "ALLOCATED", "FREE", "USED%", "NETWORK", "AGE"]
+    return table[1].split()
+
+
+def test_columns_follow_every_write_and_go_writes_within_seconds(
+    control_plane: ControlPlane, namespace: str, tmp_path: Path
+) -> None:
+    shim = install_cni(tmp_path / "bin")
+    config: dict[str, Any] = {
+        "cniVersion": "1.0.0",
+        "name": "colnet",
+        "type": "macvlan",
+        "ipam": {
+            "type": "whereabouts",
+            "range": "10.33.0.0/28",
+            "gateway": "10.33.0.1",
+            "network_name": "blue",
+        },
+    }
+    # Live pods (no network-status): the reconciler must keep their addresses.
+    for pod in ("c-0", "c-1", "c-2", "go"):
+        manifest = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": pod, "namespace": namespace},
+            "spec": {"nodeName": "node-c", "containers": [{"name": "c", "image": "pause"}]},
+        }
+        control_plane.kubectl("create", "-f", "-", input_text=json.dumps(manifest))
+    with SimulatedNodes(control_plane, tmp_path / "nodes", ["node-c"], namespace) as nodes:
+        for pod in ("c-0", "c-1", "c-2"):
+            added = invoke(
+                shim,
+                "ADD",
+                config,
+                container_id=f"ctr-{pod}",
+                ifname="net1",
+                netns="/var/run/netns/x",
+                args=pod_args(namespace, pod),
+                env=nodes["node-c"].environment(),
+            )
+            assert added.ok, added.stdout
+    # 14 usable addresses of a /28, less the gateway: 13; 3 held.
+    name, cidr, allocated, free, used, network, _age = get_row(
+        control_plane, namespace, "blue-10.33.0.0-28"
+    )
+    assert (name, cidr, allocated, free, used, network) == (
+        "blue-10.33.0.0-28",
+        "10.33.0.0/28",
+        "3",
+        "10",
+        "23",
+        "blue",
+    )
+    # A writer that knows nothing of status (the Go project) drops it; the
+    # reconciler restores the counts within seconds.
+    pool = json.loads(
+        control_plane.kubectl(
+            "get", "ippool", "-n", namespace, "blue-10.33.0.0-28", "-o", "json"
+        ).stdout
+    )
+    del pool["status"]
+    pool["spec"]["allocations"]["9"] = {
+        "id": "go-ctr",
+        "podref": f"{namespace}/go",
+        "ifname": "net1",
+    }
+    control_plane.kubectl("replace", "-f", "-", input_text=json.dumps(pool))
+    status = control_plane.kubectl(
+        "get", "ipp", "-n", namespace, "blue-10.33.0.0-28", "-o", "jsonpath={.status}"
+    ).stdout
+    assert status == ""
+    with running_reconciler(control_plane, namespace, tmp_path / "rec", grace_period_s=3600):
+        deadline = time.monotonic() + 10
+        row = get_row(control_plane, namespace, "blue-10.33.0.0-28")
+        while row[2] != "4" and time.monotonic() < deadline:
+            time.sleep(0.5)
+            row = get_row(control_plane, namespace, "blue-10.33.0.0-28")
+        # Without the daemon's size (which knew the gateway), the reconciler
+        # counts the /28's 14 usable addresses until the daemon writes again.
+        assert row[2:5] == ["4", "10", "29"]
+
+
+def test_schema_refuses_malformed_pools_with_readable_messages(
+    control_plane: ControlPlane, namespace: str
+) -> None:
+    def apply(spec: dict[str, Any]) -> str:
+        pool = {
+            "apiVersion": "whereabouts.cni.cncf.io/v1alpha1",
+            "kind": "IPPool",
+            "metadata": {"name": "bad", "namespace": namespace},
+            "spec": spec,
+        }
+        result = control_plane.kubectl("apply", "-f", "-", input_text=json.dumps(pool), check=False)
+        assert result.returncode != 0
+        return result.stderr
+
+    assert "spec.range must be a CIDR" in apply({"range": "10.0.0.0/33", "allocations": {}})
+    assert "spec.range must be a CIDR" in apply({"range": "banana", "allocations": {}})
+    assert "keys must be decimal offsets" in apply(
+        {"range": "10.0.0.0/24", "allocations": {"x1": {"id": "c", "podref": "a/b"}}}
+    )
+    assert "Required value" in apply({"range": "10.0.0.0/24"})
