@@ -8,6 +8,8 @@ kubectl commands an operator would type.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -42,6 +44,21 @@ def _show(plane: ControlPlane, *args: str) -> None:
     print(plane.kubectl(*args).stdout.rstrip(), flush=True)
 
 
+def _plugin(plane: ControlPlane, *args: str) -> None:
+    """Run the kubectl plugin as kubectl does: found on PATH as kubectl-whereabouts."""
+    env = plane.environment()
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    print(f"$ kubectl whereabouts {' '.join(args)}", flush=True)
+    result = subprocess.run(
+        [str(plane.binaries.kubectl), "whereabouts", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    print((result.stdout or result.stderr).rstrip(), flush=True)
+
+
 def run_demo() -> int:
     _say("Starting a local Kubernetes control plane (kube-apiserver + etcd on loopback)")
     with running() as plane, tempfile.TemporaryDirectory(prefix="wb-demo-") as scratch:
@@ -72,6 +89,9 @@ def run_demo() -> int:
             _show(plane, "get", "ippools", "-A")
             _show(plane, "get", "ippool", "-n", "kube-system", "192.168.2.0-24", "-o", "yaml")
             _show(plane, "get", "overlappingrangeipreservations", "-A")
+            _say("The operator's view: kubectl whereabouts (the kubectl-whereabouts plugin)")
+            _plugin(plane, "pools")
+            _plugin(plane, "show", "192.168.2.0-24")
             _say("web-1 goes away (CNI DEL on node-b) and its address returns to the pool")
             node, pod = PODS[1]
             invoke(
