@@ -9,6 +9,15 @@ COPY whereabouts_py ./whereabouts_py
 # A virtualenv keeps the runtime stage a plain copy of what was installed.
 RUN python -m venv /opt/whereabouts-py \
     && /opt/whereabouts-py/bin/pip install --no-cache-dir --no-compile .
+# The CNI shim runs on the node, which may have no Python: build it self-contained
+# (its own libpython and stdlib modules) with PyInstaller, from a venv that stays here.
+# PyInstaller needs binutils (objdump, objcopy; strip makes the bundle smaller).
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends binutils=2.40-2 \
+    && rm -rf /var/lib/apt/lists/*
+RUN python -m venv /opt/shim-build \
+    && /opt/shim-build/bin/pip install --no-cache-dir ".[shim-build]" \
+    && /opt/shim-build/bin/whereabouts-py build-shim --out /opt/whereabouts-py-shim
 
 FROM python:${PYTHON_VERSION}-slim-bookworm
 ARG VERSION=0.1.0
@@ -18,6 +27,8 @@ LABEL org.opencontainers.image.title="whereabouts-py" \
       org.opencontainers.image.licenses="Apache-2.0" \
       org.opencontainers.image.source="https://github.com/whereabouts-py/whereabouts-py"
 COPY --from=build /opt/whereabouts-py /opt/whereabouts-py
+# install-cni copies this bundle into the node's CNI bin dir.
+COPY --from=build /opt/whereabouts-py-shim /opt/whereabouts-py/shim
 ENV PATH="/opt/whereabouts-py/bin:${PATH}" \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1

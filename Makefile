@@ -1,12 +1,13 @@
 # One command for the demo, one for every check. Both install what they need:
-# Debian packages (CNI reference plugins, iproute2, openssl), a virtualenv with
-# the package and its test extras, and the pinned control-plane binaries
-# (compiled once with Go, then cached in ~/.cache/whereabouts-py).
+# Debian packages (CNI reference plugins, iproute2, openssl, binutils for
+# PyInstaller), a virtualenv with the package and its test extras, and the
+# pinned control-plane binaries (compiled once with Go, then cached in
+# ~/.cache/whereabouts-py).
 
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-APT_PACKAGES := containernetworking-plugins iproute2 openssl ca-certificates
+APT_PACKAGES := containernetworking-plugins iproute2 openssl ca-certificates binutils
 STAMP := $(VENV)/.installed
 
 .PHONY: demo test check lint typecheck imports unit setup system-deps controlplane clean

@@ -63,8 +63,10 @@ def _devcluster_exec(args: argparse.Namespace) -> int:
 
 def _devcluster_build(_args: argparse.Namespace) -> int:
     from whereabouts_py.devcluster.binaries import ensure_binaries
+    from whereabouts_py.devcluster.multus import ensure_multus
 
     print(ensure_binaries().directory)
+    print(ensure_multus())
     return 0
 
 
@@ -90,14 +92,17 @@ def _add_devcluster(subparsers: argparse._SubParsersAction[argparse.ArgumentPars
     run.add_argument("command", nargs=argparse.REMAINDER, metavar="-- COMMAND [ARGS...]")
     run.set_defaults(handler=_devcluster_exec)
 
-    build = actions.add_parser("build", help="build (once) and print the cached binaries' folder")
+    build = actions.add_parser(
+        "build", help="build (once) the control plane and Multus; print where they are cached"
+    )
     build.set_defaults(handler=_devcluster_build)
 
 
 def _install_cni(args: argparse.Namespace) -> int:
-    from whereabouts_py.cni.install import install_cni
+    from whereabouts_py.cni.install import image_bundle, install_cni
 
-    print(install_cni(Path(args.bin_dir), args.name))
+    bundle = Path(args.bundle) if args.bundle else image_bundle()
+    print(install_cni(Path(args.bin_dir), args.name, bundle))
     return 0
 
 
@@ -111,7 +116,30 @@ def _add_install_cni(subparsers: argparse._SubParsersAction[argparse.ArgumentPar
         default="whereabouts",
         help="file name of the plugin, which NADs name as ipam.type (default: whereabouts)",
     )
+    install.add_argument(
+        "--bundle",
+        default=None,
+        help="self-contained shim made by build-shim, installed so that the node needs no"
+        " Python (default: the image's /opt/whereabouts-py/shim if present, else a script"
+        " that runs this Python)",
+    )
     install.set_defaults(handler=_install_cni)
+
+
+def _build_shim(args: argparse.Namespace) -> int:
+    from whereabouts_py.cni.bundle import build_shim
+
+    print(build_shim(Path(args.out)))
+    return 0
+
+
+def _add_build_shim(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    build = subparsers.add_parser(
+        "build-shim",
+        help="build the self-contained CNI shim (no Python needed on the node) with PyInstaller",
+    )
+    build.add_argument("--out", required=True, help="directory for the bundle (replaced)")
+    build.set_defaults(handler=_build_shim)
 
 
 def _daemon(args: argparse.Namespace) -> int:
@@ -228,10 +256,14 @@ def _add_reconciler(subparsers: argparse._SubParsersAction[argparse.ArgumentPars
     reconciler.set_defaults(handler=_reconciler)
 
 
-def _demo(_args: argparse.Namespace) -> int:
-    from whereabouts_py.devcluster.demo import run_demo
+def _demo(args: argparse.Namespace) -> int:
+    if args.quick:
+        from whereabouts_py.devcluster.demo import run_demo
 
-    return run_demo()
+        return run_demo()
+    from whereabouts_py.devcluster.lab_demo import run_lab_demo
+
+    return run_lab_demo()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -243,9 +275,19 @@ def build_parser() -> argparse.ArgumentParser:
     _add_devcluster(subparsers)
     _add_daemon(subparsers)
     _add_reconciler(subparsers)
-    demo = subparsers.add_parser("demo", help="show whereabouts-py on a local control plane")
+    demo = subparsers.add_parser(
+        "demo",
+        help="show whereabouts-py on a local control plane: real Multus on two simulated nodes "
+        "(needs root for network namespaces)",
+    )
+    demo.add_argument(
+        "--quick",
+        action="store_true",
+        help="only the IPAM: two node daemons and the CNI shim, no network namespaces",
+    )
     demo.set_defaults(handler=_demo)
     _add_install_cni(subparsers)
+    _add_build_shim(subparsers)
     return parser
 
 

@@ -53,7 +53,10 @@ def test_the_shim_imports_only_the_standard_library_and_stdlib_only_modules() ->
     assert not HEAVY_STDLIB & set(loaded), HEAVY_STDLIB & set(loaded)
 
 
-@pytest.mark.parametrize("module", ["whereabouts_py.cni.install", "whereabouts_py.cni.results"])
+@pytest.mark.parametrize(
+    "module",
+    ["whereabouts_py.cni.install", "whereabouts_py.cni.bundle", "whereabouts_py.cni.results"],
+)
 def test_other_cni_modules_are_stdlib_only_too(module: str) -> None:
     assert _foreign(_loaded_modules(module)) == []
 

@@ -33,7 +33,9 @@ def test_dockerfile_is_multi_stage_pinned_and_non_root() -> None:
     assert "org.opencontainers.image.source" in text
 
 
-@pytest.mark.parametrize("subcommand", ["daemon", "install-cni", "reconciler", "devcluster"])
+@pytest.mark.parametrize(
+    "subcommand", ["daemon", "install-cni", "build-shim", "reconciler", "devcluster"]
+)
 def test_entry_point_starts(subcommand: str) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "whereabouts_py", subcommand, "--help"],

@@ -9,7 +9,7 @@ import sys
 
 def test_demo_hands_out_distinct_addresses_from_two_nodes() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "whereabouts_py", "demo"],
+        [sys.executable, "-m", "whereabouts_py", "demo", "--quick"],
         capture_output=True,
         text=True,
         timeout=300,
@@ -26,3 +26,5 @@ def test_demo_hands_out_distinct_addresses_from_two_nodes() -> None:
         "192.168.2.19/24",
     ]
     assert "192.168.2.0-24" in result.stdout
+    # The plugin's pool summary: 4 of the /24's 254 usable addresses are held.
+    assert re.search(r"192\.168\.2\.0-24\s+192\.168\.2\.0/24\s+4\s+250\s+1\.6%", result.stdout)
