@@ -103,6 +103,14 @@ def _install_cni(args: argparse.Namespace) -> int:
 
     bundle = Path(args.bundle) if args.bundle else image_bundle()
     print(install_cni(Path(args.bin_dir), args.name, bundle))
+    if args.conf_dir:
+        from whereabouts_py.cni.nodeconf import NodeConfig, write_node_config
+
+        written = write_node_config(
+            NodeConfig(Path(args.conf_dir), args.host_conf_dir, args.socket)
+        )
+        for path in written:
+            print(path)
     return 0
 
 
@@ -122,6 +130,22 @@ def _add_install_cni(subparsers: argparse._SubParsersAction[argparse.ArgumentPar
         help="self-contained shim made by build-shim, installed so that the node needs no"
         " Python (default: the image's /opt/whereabouts-py/shim if present, else a script"
         " that runs this Python)",
+    )
+    install.add_argument(
+        "--conf-dir",
+        default=None,
+        help="also write whereabouts.conf (and, in a pod, whereabouts.kubeconfig) here, mode"
+        " 0600, e.g. the host's /etc/cni/net.d/whereabouts.d as mounted in the container",
+    )
+    install.add_argument(
+        "--host-conf-dir",
+        default="/etc/cni/net.d/whereabouts.d",
+        help="the same folder as the node sees it (used for paths inside the files)",
+    )
+    install.add_argument(
+        "--socket",
+        default="/run/whereabouts-py/daemon.sock",
+        help="the daemon's socket, written into whereabouts.conf",
     )
     install.set_defaults(handler=_install_cni)
 
@@ -153,6 +177,9 @@ def _daemon(args: argparse.Namespace) -> int:
         metrics_address=args.metrics_address,
         coordination=args.pool_leases,
         log_level=args.log_level,
+        cni_conf_dir=args.cni_conf_dir,
+        host_conf_dir=args.host_conf_dir,
+        cni_conf_refresh_s=args.cni_conf_refresh,
     )
 
 
@@ -173,6 +200,24 @@ def _add_daemon(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
         "--namespace", default="kube-system", help="namespace of the IPPools (install namespace)"
     )
     daemon.add_argument("--metrics-address", default=None, help="HOST:PORT to serve /metrics on")
+    daemon.add_argument(
+        "--cni-conf-dir",
+        default=None,
+        help="keep whereabouts.conf and whereabouts.kubeconfig current here (rewritten when the"
+        " ServiceAccount token or CA rotates)",
+    )
+    daemon.add_argument(
+        "--host-conf-dir",
+        default="/etc/cni/net.d/whereabouts.d",
+        help="--cni-conf-dir as the node sees it",
+    )
+    daemon.add_argument(
+        "--cni-conf-refresh",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="how often to check the token and CA for rotation (default 30)",
+    )
     daemon.add_argument(
         "--pool-leases",
         choices=["auto", "always", "never"],

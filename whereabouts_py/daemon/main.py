@@ -8,8 +8,10 @@ import os
 import signal
 import sys
 import threading
+from pathlib import Path
 from types import FrameType
 
+from whereabouts_py.cni.nodeconf import NodeConfig, write_node_config
 from whereabouts_py.daemon.batching import Coordination
 from whereabouts_py.daemon.netns import address_configured
 from whereabouts_py.daemon.server import DaemonServer
@@ -18,6 +20,16 @@ from whereabouts_py.metrics import daemon as metrics
 from whereabouts_py.store.kube import KubeStore, connect
 
 log = logging.getLogger("whereabouts_py.daemon")
+
+
+def keep_node_config(config: NodeConfig, period_s: float, stop: threading.Event) -> None:
+    """Rewrite whereabouts.d when the ServiceAccount token or CA rotates."""
+    while not stop.wait(period_s):
+        try:
+            for path in write_node_config(config):
+                log.info("rewrote %s (credentials rotated)", path)
+        except OSError as error:
+            log.warning("cannot refresh %s: %s", config.conf_dir, error)
 
 
 def run_daemon(
@@ -29,6 +41,9 @@ def run_daemon(
     metrics_address: str | None,
     coordination: Coordination = "auto",
     log_level: str = "info",
+    cni_conf_dir: str | None = None,
+    host_conf_dir: str = "/etc/cni/net.d/whereabouts.d",
+    cni_conf_refresh_s: float = 30.0,
 ) -> int:
     logging.basicConfig(
         level=getattr(logging, log_level.upper(), logging.INFO),
@@ -40,6 +55,16 @@ def run_daemon(
         store, node_name, coordination=coordination, netns_checker=address_configured
     )
     server = DaemonServer(socket_path, service)
+    stop_refresh = threading.Event()
+    if cni_conf_dir:
+        node_config = NodeConfig(Path(cni_conf_dir), host_conf_dir, socket_path)
+        write_node_config(node_config)
+        threading.Thread(
+            target=keep_node_config,
+            args=(node_config, cni_conf_refresh_s, stop_refresh),
+            name="cni-conf",
+            daemon=True,
+        ).start()
     if metrics_address:
         metrics.serve(metrics_address)
 
@@ -59,6 +84,7 @@ def run_daemon(
     try:
         server.serve_forever(poll_interval=0.2)
     finally:
+        stop_refresh.set()
         server.server_close()
         with contextlib.suppress(OSError):
             os.unlink(socket_path)
