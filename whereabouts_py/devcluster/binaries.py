@@ -16,7 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -92,61 +92,89 @@ def _ldflags() -> str:
     return " ".join(flags)
 
 
-def _go_executable() -> str:
+def go_build(
+    package: str,
+    out: Path,
+    *,
+    module_dir: Path,
+    ldflags: str,
+    name: str,
+    log: Callable[[str], None],
+    hint: str = "",
+) -> None:
+    """``go build`` one main package of a wrapper module; BuildError says what failed."""
     go = shutil.which("go")
     if go is None:
         raise BuildError(
-            "the Go toolchain ('go') is not on PATH; it is needed once to build "
-            f"kube-apiserver {KUBERNETES_VERSION} and etcd {ETCD_VERSION} (install Go >= 1.26)"
+            f"the Go toolchain ('go') is not on PATH; it is needed once to build {name} "
+            "(install Go >= 1.26)"
         )
-    return go
-
-
-def _build_one(go: str, name: str, package: str, out: Path, log: Callable[[str], None]) -> None:
     env = dict(os.environ, CGO_ENABLED="0", GOFLAGS="-mod=readonly -buildvcs=false")
-    command = [go, "build", "-trimpath", "-ldflags", _ldflags(), "-o", str(out), package]
+    command = [go, "build", "-trimpath", "-ldflags", ldflags, "-o", str(out), package]
     started = time.monotonic()
     log(f"devcluster: building {name} ({package}) ...")
     result = subprocess.run(
-        command, cwd=GOMOD_DIR, env=env, capture_output=True, text=True, check=False
+        command, cwd=module_dir, env=env, capture_output=True, text=True, check=False
     )
     if result.returncode != 0:
         tail = "\n".join((result.stderr or result.stdout).strip().splitlines()[-25:])
         raise BuildError(
-            f"building {name} from {package} failed (exit {result.returncode}):\n{tail}"
+            f"building {name} from {package} failed (exit {result.returncode}){hint}:\n{tail}"
         )
     log(f"devcluster: built {name} in {time.monotonic() - started:.0f}s")
 
 
-def ensure_binaries(log: Callable[[str], None] | None = None) -> Binaries:
-    """Return the cached binaries, building the missing set first (only once)."""
-    emit = log or (lambda line: print(line, file=sys.stderr, flush=True))
-    target = cache_dir()
-    binaries = Binaries(target)
-    if all((target / name).is_file() for name, _ in _TARGETS):
-        return binaries
+def build_once(
+    target: Path, files: Sequence[str], build: Callable[[Path], None], announce: str
+) -> None:
+    """Fill ``target`` with ``files`` by ``build(staging_dir)`` unless they are all there.
+
+    A lock serialises concurrent first runs; the set appears at once (rename),
+    so a half-built set is never used.
+    """
+    if all((target / name).is_file() for name in files):
+        return
     target.parent.mkdir(parents=True, exist_ok=True)
     lock_path = target.parent / (target.name + ".lock")
     with lock_path.open("w") as lock:
-        # Another process may be building the same set; wait for it.
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if all((target / name).is_file() for name, _ in _TARGETS):
-            return binaries
-        go = _go_executable()
-        emit(
-            f"devcluster: first run: compiling kube-apiserver {KUBERNETES_VERSION}, kubectl "
-            f"and etcd {ETCD_VERSION} into {target} (takes minutes, only once)"
-        )
-        started = time.monotonic()
+        fcntl.flock(lock, fcntl.LOCK_EX)  # another process may be building it: wait
+        if all((target / name).is_file() for name in files):
+            return
+        print(announce, file=sys.stderr, flush=True)
         staging = Path(tempfile.mkdtemp(prefix=target.name + ".", dir=target.parent))
         try:
-            for name, package in _TARGETS:
-                _build_one(go, name, package, staging / name, emit)
+            build(staging)
             if target.exists():
                 shutil.rmtree(target)
             staging.rename(target)
         finally:
             if staging.exists():
                 shutil.rmtree(staging, ignore_errors=True)
+
+
+def ensure_binaries(log: Callable[[str], None] | None = None) -> Binaries:
+    """Return the cached binaries, building the missing set first (only once)."""
+    emit = log or (lambda line: print(line, file=sys.stderr, flush=True))
+    target = cache_dir()
+
+    def build(staging: Path) -> None:
+        started = time.monotonic()
+        for name, package in _TARGETS:
+            go_build(
+                package,
+                staging / name,
+                module_dir=GOMOD_DIR,
+                ldflags=_ldflags(),
+                name=name,
+                log=emit,
+            )
         emit(f"devcluster: control-plane binaries ready in {time.monotonic() - started:.0f}s")
-    return binaries
+
+    build_once(
+        target,
+        [name for name, _ in _TARGETS],
+        build,
+        f"devcluster: first run: compiling kube-apiserver {KUBERNETES_VERSION}, kubectl "
+        f"and etcd {ETCD_VERSION} into {target} (takes minutes, only once)",
+    )
+    return Binaries(target)

@@ -9,19 +9,13 @@ holds the version and a digest of go.mod/go.sum, as for the control plane.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
-import os
 import re
-import shutil
-import subprocess
 import sys
-import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 
-from whereabouts_py.devcluster.binaries import BuildError, cache_root
+from whereabouts_py.devcluster.binaries import BuildError, build_once, cache_root, go_build
 
 MULTUS_VERSION = "v4.3.0"
 MULTUS_MODULE = "gopkg.in/k8snetworkplumbingwg/multus-cni.v4"
@@ -49,62 +43,37 @@ def cache_dir() -> Path:
     return cache_root() / "multus" / f"multus-{MULTUS_VERSION}-{_module_digest()}"
 
 
-def _build(out: Path, log: Callable[[str], None]) -> None:
-    go = shutil.which("go")
-    if go is None:
-        raise BuildError(
-            f"the Go toolchain ('go') is not on PATH; it is needed once to build Multus "
-            f"{MULTUS_VERSION} ({MULTUS_PACKAGE}); install Go >= 1.26"
-        )
+def _check_pin() -> None:
     pinned = _pinned_version()
     if pinned != MULTUS_VERSION:
         raise BuildError(
             f"{GOMOD_DIR / 'go.mod'} pins {MULTUS_MODULE} {pinned} but multus.py expects "
             f"{MULTUS_VERSION}; update both together"
         )
-    ldflags = f"-s -w -X {MULTUS_MODULE}/pkg/multus.version={MULTUS_VERSION}"
-    command = [go, "build", "-trimpath", "-ldflags", ldflags, "-o", str(out), MULTUS_PACKAGE]
-    env = dict(os.environ, CGO_ENABLED="0", GOFLAGS="-mod=readonly -buildvcs=false")
-    started = time.monotonic()
-    log(f"devcluster: building multus {MULTUS_VERSION} ({MULTUS_PACKAGE}) ...")
-    result = subprocess.run(
-        command, cwd=GOMOD_DIR, env=env, capture_output=True, text=True, check=False
-    )
-    if result.returncode != 0:
-        tail = "\n".join((result.stderr or result.stdout).strip().splitlines()[-25:])
-        raise BuildError(
-            f"building multus {MULTUS_VERSION} from {MULTUS_PACKAGE} failed "
-            f"(exit {result.returncode}); the Go module proxy must serve {MULTUS_MODULE} "
-            f"and its dependencies:\n{tail}"
-        )
-    log(f"devcluster: built multus in {time.monotonic() - started:.0f}s")
 
 
 def ensure_multus(log: Callable[[str], None] | None = None) -> Path:
     """Return the cached ``multus`` executable, building it first (only once)."""
     emit = log or (lambda line: print(line, file=sys.stderr, flush=True))
     target = cache_dir()
-    binary = target / "multus"
-    if binary.is_file():
-        return binary
-    target.parent.mkdir(parents=True, exist_ok=True)
-    lock_path = target.parent / (target.name + ".lock")
-    with lock_path.open("w") as lock:
-        # Another process may be building the same version; wait for it.
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if binary.is_file():
-            return binary
-        emit(
-            f"devcluster: first run: compiling the Multus thin plugin {MULTUS_VERSION} into "
-            f"{target} (about a minute, only once)"
+
+    def build(staging: Path) -> None:
+        _check_pin()
+        go_build(
+            MULTUS_PACKAGE,
+            staging / "multus",
+            module_dir=GOMOD_DIR,
+            ldflags=f"-s -w -X {MULTUS_MODULE}/pkg/multus.version={MULTUS_VERSION}",
+            name=f"multus {MULTUS_VERSION}",
+            log=emit,
+            hint=f"; the Go module proxy must serve {MULTUS_MODULE} and its dependencies",
         )
-        staging = Path(tempfile.mkdtemp(prefix=target.name + ".", dir=target.parent))
-        try:
-            _build(staging / "multus", emit)
-            if target.exists():
-                shutil.rmtree(target)
-            staging.rename(target)
-        finally:
-            if staging.exists():
-                shutil.rmtree(staging, ignore_errors=True)
-    return binary
+
+    build_once(
+        target,
+        ["multus"],
+        build,
+        f"devcluster: first run: compiling the Multus thin plugin {MULTUS_VERSION} into "
+        f"{target} (about a minute, only once)",
+    )
+    return target / "multus"
