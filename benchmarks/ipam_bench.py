@@ -106,6 +106,22 @@ def cpu_by_component(plane: ControlPlane, nodes: SimulatedNodes) -> dict[str, fl
     return usage
 
 
+def timed_add(socket: Path, net: dict[str, Any], i: int, *, timeout_s: float) -> float:
+    """One ADD for pod-<i> sent straight to a daemon's socket; its latency in seconds."""
+    request = {
+        "command": "ADD",
+        "containerID": f"ctr-{i}",
+        "netns": "/var/run/netns/x",
+        "ifname": "net1",
+        "args": pod_args("default", f"pod-{i}"),
+        "path": "/usr/lib/cni",
+        "config": net,
+    }
+    started = time.perf_counter()
+    wire.call(str(socket), request, timeout_s=timeout_s)
+    return time.perf_counter() - started
+
+
 def config(ipam: dict[str, Any]) -> dict[str, Any]:
     return {"cniVersion": "1.0.0", "name": "bench", "type": "macvlan", "ipam": ipam}
 
@@ -173,19 +189,7 @@ def bench_load(
     ) as nodes:
 
         def attach(i: int) -> float:
-            node = nodes[names[i % node_count]]
-            request = {
-                "command": "ADD",
-                "containerID": f"ctr-{i}",
-                "netns": "/var/run/netns/x",
-                "ifname": "net1",
-                "args": pod_args("default", f"pod-{i}"),
-                "path": "/usr/lib/cni",
-                "config": net,
-            }
-            started = time.perf_counter()
-            wire.call(str(node.socket), request, timeout_s=60)
-            return time.perf_counter() - started
+            return timed_add(nodes[names[i % node_count]].socket, net, i, timeout_s=60)
 
         before = api_writes(plane)
         before_all = api_requests(plane)
@@ -230,19 +234,7 @@ def bench_fill(plane: ControlPlane, workdir: Path, *, pods: int, node_count: int
     with SimulatedNodes(plane, workdir / "nodes-fill", names, namespace) as nodes:
 
         def attach(i: int) -> float:
-            node = nodes[names[i % node_count]]
-            request = {
-                "command": "ADD",
-                "containerID": f"ctr-{i}",
-                "netns": "/var/run/netns/x",
-                "ifname": "net1",
-                "args": pod_args("default", f"pod-{i}"),
-                "path": "/usr/lib/cni",
-                "config": net,
-            }
-            started = time.perf_counter()
-            wire.call(str(node.socket), request, timeout_s=120)
-            return time.perf_counter() - started
+            return timed_add(nodes[names[i % node_count]].socket, net, i, timeout_s=120)
 
         done = 0
         with ThreadPoolExecutor(max_workers=100) as pool:
