@@ -166,6 +166,17 @@ def _add_build_shim(subparsers: argparse._SubParsersAction[argparse.ArgumentPars
     build.set_defaults(handler=_build_shim)
 
 
+def _add_api_options(parser: argparse.ArgumentParser) -> None:
+    """What every long-running process takes: where the API and its pools are, metrics."""
+    parser.add_argument(
+        "--kubeconfig", default=None, help="kubeconfig file (default: in-cluster credentials)"
+    )
+    parser.add_argument(
+        "--namespace", default="kube-system", help="namespace of the IPPools (install namespace)"
+    )
+    parser.add_argument("--metrics-address", default=None, help="HOST:PORT to serve /metrics on")
+
+
 def _daemon(args: argparse.Namespace) -> int:
     from whereabouts_py.daemon.main import run_daemon
 
@@ -193,13 +204,7 @@ def _add_daemon(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
     daemon.add_argument(
         "--socket", default="/run/whereabouts-py/daemon.sock", help="unix socket for the shim"
     )
-    daemon.add_argument(
-        "--kubeconfig", default=None, help="kubeconfig file (default: in-cluster credentials)"
-    )
-    daemon.add_argument(
-        "--namespace", default="kube-system", help="namespace of the IPPools (install namespace)"
-    )
-    daemon.add_argument("--metrics-address", default=None, help="HOST:PORT to serve /metrics on")
+    _add_api_options(daemon)
     daemon.add_argument(
         "--cni-conf-dir",
         default=None,
@@ -251,15 +256,7 @@ def _add_reconciler(subparsers: argparse._SubParsersAction[argparse.ArgumentPars
         "reconciler",
         help="the reconciler: frees the addresses of deleted pods (run 2+ replicas)",
     )
-    reconciler.add_argument(
-        "--kubeconfig", default=None, help="kubeconfig file (default: in-cluster credentials)"
-    )
-    reconciler.add_argument(
-        "--namespace", default="kube-system", help="namespace of the IPPools (install namespace)"
-    )
-    reconciler.add_argument(
-        "--metrics-address", default=None, help="HOST:PORT to serve /metrics on"
-    )
+    _add_api_options(reconciler)
     reconciler.add_argument(
         "--sweep-interval",
         type=float,

@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from whereabouts_py.devcluster.controlplane import ControlPlane, die_with_parent
+from whereabouts_py.devcluster.controlplane import ControlPlane, spawn_tied
 from whereabouts_py.devcluster.lab import Lab, LabPod, ip, kernel_lacks
 
 from .helpers import allocations, explain, gateway_of, reservations
@@ -295,14 +295,7 @@ def reconciler(plane: ControlPlane, namespace: str, log: Path) -> Iterator[subpr
         "--grace-period",
         "1",
     ]
-    with log.open("ab") as out:
-        process = subprocess.Popen(
-            command,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            preexec_fn=die_with_parent,  # noqa: PLW1509 - never outlive the test run
-        )
+    process = spawn_tied(command, log)
     try:
         yield process
     finally:

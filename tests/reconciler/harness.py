@@ -30,7 +30,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from whereabouts_py.core.allocator import Allocation
 from whereabouts_py.core.codec import pool_name, reservation_name
-from whereabouts_py.devcluster.controlplane import ControlPlane, die_with_parent, free_port
+from whereabouts_py.devcluster.controlplane import ControlPlane, free_port, spawn_tied
 from whereabouts_py.errors import ConflictError
 from whereabouts_py.store.kube import KubeStore, PoolSnapshot, connect
 
@@ -139,15 +139,7 @@ def start_reconciler(
         "--grace-period",
         str(grace_period_s),
     ]
-    with log_path.open("ab") as log:
-        process = subprocess.Popen(
-            command,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            preexec_fn=die_with_parent,  # noqa: PLW1509 - tests must never leak reconcilers
-        )
-    return Reconciler(identity, process, log_path, port)
+    return Reconciler(identity, spawn_tied(command, log_path), log_path, port)
 
 
 @contextlib.contextmanager

@@ -88,6 +88,21 @@ def die_with_parent() -> None:
     libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
 
 
+def spawn_tied(command: Sequence[str], log_path: Path) -> subprocess.Popen[bytes]:
+    """Start one of our processes for a test or demo, logging to ``log_path``.
+
+    It gets SIGKILL if its parent dies, so no test run can leak a daemon.
+    """
+    with log_path.open("ab") as log:
+        return subprocess.Popen(
+            list(command),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            preexec_fn=die_with_parent,  # noqa: PLW1509 - the point of this helper
+        )
+
+
 @dataclass
 class ControlPlane:
     """A running (or stopped) etcd + kube-apiserver pair and how to reach it."""

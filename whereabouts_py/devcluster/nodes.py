@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
-from whereabouts_py.devcluster.controlplane import ControlPlane, ControlPlaneError, die_with_parent
+from whereabouts_py.devcluster.controlplane import ControlPlane, ControlPlaneError, spawn_tied
 
 START_TIMEOUT_S = 60.0
 
@@ -86,15 +86,7 @@ class SimulatedNodes:
             self.namespace,
             *self.extra_args,
         ]
-        with log_path.open("ab") as log:
-            process = subprocess.Popen(
-                command,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                preexec_fn=die_with_parent,  # noqa: PLW1509 - tests must never leak daemons
-            )
-        return NodeDaemon(name, sock, log_path, process)
+        return NodeDaemon(name, sock, log_path, spawn_tied(command, log_path))
 
     @staticmethod
     def _wait_ready(daemon: NodeDaemon) -> None:
