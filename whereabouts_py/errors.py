@@ -28,7 +28,11 @@ Codes 100 and up are ours; ``docs/cni-errors.md`` lists them for operators.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+# typing costs milliseconds at every CNI call; it is only needed to type-check.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, ClassVar
+
 
 # CNI spec 1.1.0 well-known codes.
 CODE_INCOMPATIBLE_VERSION = 1

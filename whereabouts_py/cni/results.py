@@ -18,9 +18,13 @@ fields are left out.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
 
 from whereabouts_py.errors import WhereaboutsError
+
+# typing costs milliseconds at every CNI call; it is only needed to type-check.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 SUPPORTED_VERSIONS = ("0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0")
 LATEST_VERSION = "1.1.0"

@@ -41,7 +41,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-from typing import Any
 
 from whereabouts_py.cni import results, wire
 from whereabouts_py.errors import (
@@ -55,6 +54,11 @@ from whereabouts_py.errors import (
     TryAgainError,
     WhereaboutsError,
 )
+
+# typing costs milliseconds at every CNI call; it is only needed to type-check.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 VERBS = ("ADD", "DEL", "CHECK", "GC", "STATUS", "VERSION")
 TIMEOUT_ENV = "WHEREABOUTS_PY_TIMEOUT"

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import socket
-from typing import Any
 
 from whereabouts_py.errors import (
     DaemonUnreachableError,
@@ -25,6 +24,11 @@ from whereabouts_py.errors import (
     WhereaboutsError,
     from_code,
 )
+
+# typing costs milliseconds at every CNI call; it is only needed to type-check.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 DEFAULT_SOCKET = "/run/whereabouts-py/daemon.sock"
 SOCKET_ENV = "WHEREABOUTS_PY_SOCKET"
