@@ -31,6 +31,7 @@ def pod(
     *,
     phase: str = "Running",
     disrupted: bool = False,
+    stopped: bool = False,
     listed: set[str] | None = None,
 ) -> PodState:
     return PodState(
@@ -39,6 +40,7 @@ def pod(
         uid,
         phase=phase,
         disruption_target=disrupted,
+        containers_stopped=stopped,
         listed_addresses=None if listed is None else frozenset(listed),
     )
 
@@ -84,7 +86,9 @@ def test_without_a_recorded_uid_the_pod_of_that_name_is_the_holder() -> None:
 def test_finished_and_evicted_pods_release() -> None:
     assert judge("10.0.0.5", WEB, pod(phase="Succeeded")) is Verdict.POD_FINISHED
     assert judge("10.0.0.5", WEB, pod(phase="Failed")) is Verdict.POD_FINISHED
-    assert judge("10.0.0.5", WEB, pod(disrupted=True)) is Verdict.POD_DISRUPTED
+    assert judge("10.0.0.5", WEB, pod(disrupted=True, stopped=True)) is Verdict.POD_DISRUPTED
+    # Marked for eviction but still running: its containers still use the address.
+    assert judge("10.0.0.5", WEB, pod(disrupted=True)) is Verdict.KEEP
 
 
 def test_entries_without_pod_identity_are_never_judged_released() -> None:

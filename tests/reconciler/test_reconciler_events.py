@@ -141,12 +141,23 @@ def test_finished_and_evicted_pods_release_their_addresses(
     )
     cluster.set_pod_status("done", {"phase": "Succeeded"})
     cluster.set_pod_status("crashed", {"phase": "Failed"})
+    # Evicted, and the kubelet has stopped its containers (the object lingers).
     cluster.set_pod_status(
         "evicted",
         {
             "phase": "Running",
             "conditions": [
                 {"type": "DisruptionTarget", "status": "True", "reason": "EvictionByEvictionAPI"}
+            ],
+            "containerStatuses": [
+                {
+                    "name": "app",
+                    "image": "pause",
+                    "imageID": "",
+                    "ready": False,
+                    "restartCount": 0,
+                    "state": {"terminated": {"exitCode": 137, "reason": "Error"}},
+                }
             ],
         },
     )

@@ -13,8 +13,11 @@ Rules, safest first:
   Multus has not written it yet) keeps every address it holds.
 * An allocation recorded with a pod UID belongs to that pod only: when the
   pod of that name now has another UID, the recorded one is gone.
-* The pod is gone, has finished (phase Succeeded or Failed) or is being
-  evicted (condition DisruptionTarget): release at once.
+* The pod is gone or has finished (phase Succeeded or Failed): release at
+  once. A pod marked for eviction (condition DisruptionTarget) is released
+  once its containers have stopped: the condition is set before the graceful
+  delete, while the pod still runs on its address, and handing that address
+  out then would put it on the wire twice.
 * The pod is alive, has a network-status, and no entry of it lists the
   address: release, but only after a grace period (the caller keeps time).
 """
@@ -50,6 +53,8 @@ class PodState:
     uid: str
     phase: str = ""
     disruption_target: bool = False
+    # Every container reported and terminated (no running or waiting one).
+    containers_stopped: bool = False
     listed_addresses: frozenset[str] | None = None
     node: str = ""
 
@@ -135,7 +140,7 @@ def judge(address: str, allocation: Allocation, pod: PodState | None) -> Verdict
         return Verdict.POD_REPLACED
     if pod.finished:
         return Verdict.POD_FINISHED
-    if pod.disruption_target:
+    if pod.disruption_target and pod.containers_stopped:
         return Verdict.POD_DISRUPTED
     if pod.listed_addresses is None:
         return Verdict.KEEP

@@ -167,17 +167,24 @@ class PoolWriter:
                     self._worker_running = False
                     break
             try:
-                self._process(batch)
+                self._process(batch)  # may add requests that arrived meanwhile to batch
+            except WhereaboutsError as error:  # e.g. the API went away mid-batch
+                log.warning("pool %s: batch failed: %s", self.name, error)
+                self._fail(batch, error)
             except BaseException as error:  # never leave a caller waiting
                 log.exception("pool %s: unexpected error in batch", self.name)
-                for pending in batch:
-                    if not pending.done.is_set():
-                        pending.error = error
-                        pending.done.set()
+                self._fail(batch, error)
         with self._lease_lock:
             lease, self._lease = self._lease, None
             if lease is not None:
                 self._give_back(lease)
+
+    @staticmethod
+    def _fail(batch: list[_Pending], error: BaseException) -> None:
+        for pending in batch:
+            if not pending.done.is_set():
+                pending.error = error
+                pending.done.set()
 
     def _coordinating(self) -> bool:
         if self.coordination == "never":
@@ -188,7 +195,7 @@ class PoolWriter:
         for attempt in range(1, MAX_WRITE_ATTEMPTS + 1):
             if self._coordinating():
                 self._hold_lease()
-                batch = batch + self._take_more()
+                batch.extend(self._take_more())  # in place: _work must see them too
             snapshot = self._snapshot
             fresh = snapshot is None
             if snapshot is None:
@@ -325,5 +332,6 @@ class PoolWriter:
         log.info("pool %s: lease still held elsewhere; writing without it", self.name)
 
     def _give_back(self, lease: LeaseRecord) -> None:
-        with contextlib.suppress(StoreError):  # else it expires on its own
+        # A conflict means another node took it after it expired: nothing to give back.
+        with contextlib.suppress(WhereaboutsError):  # else it expires on its own
             self.store.write_lease(lease, self.lease_name, "", self.lease_settings.duration_s)

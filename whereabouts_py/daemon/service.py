@@ -17,6 +17,7 @@ IPPool); the reservation object is the arbiter across overlapping ranges
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -321,6 +322,9 @@ class IPAMService:
         else:
             candidates = self.placement.candidates(key, rng, owner, self._claim(ipam))
         for shard in candidates:
+            if is_sharded(rng):
+                # Before the write: if it lands after a timeout, DEL must look here.
+                self.placement.index(key, rng).note(shard.index, owner)
             try:
                 held = self._reserve_in(ipam, shard, owner, want, legacy)
             except PoolExhaustedError:
@@ -375,7 +379,15 @@ class IPAMService:
             if not ipam.enable_overlapping_ranges:
                 return _Held(writer, shard, offset, None)
             name = reservation_name(shard.whole.address_at(offset), ipam.network_name)
-            if self._claim_reservation(name, owner):
+            try:
+                claimed = self._claim_reservation(name, owner)
+            except BaseException:
+                # The pool entry is written but the ADD fails: give it back, so
+                # that "all or nothing" holds and no DEL has to find it.
+                with contextlib.suppress(WhereaboutsError):
+                    writer.run(_local_op(shard, _release_offset(offset, owner)))
+                raise
+            if claimed:
                 return _Held(writer, shard, offset, name)
             # Another pod holds this address through an overlapping range: give
             # back our pool entry and try the next address.
@@ -402,12 +414,23 @@ class IPAMService:
             if existing is None:
                 continue  # deleted meanwhile: create again
             holder = existing.holder
-            if holder.podref != owner.podref or not owner.podref:
+            if not owner.podref:
+                # No pod identity (plain CNI): only the very same attachment is us.
+                return (holder.container_id, holder.ifname) == (
+                    owner.container_id,
+                    owner.ifname,
+                )
+            if holder.podref != owner.podref:
                 return False
-            if holder.container_id != owner.container_id or holder.ifname != owner.ifname:
-                try:
+            if holder.ifname != owner.ifname:
+                # The same pod holds it on another interface (another overlapping
+                # range): it does not block us, but the reservation stays that
+                # interface's, so our DEL never deletes it from under it.
+                return True
+            if holder.container_id != owner.container_id:
+                try:  # a new sandbox of the same pod: the reservation follows it
                     self.store.update_reservation(existing, owner)
-                except StoreError:
+                except WhereaboutsError:
                     continue
             return True
         return False
@@ -463,9 +486,14 @@ class IPAMService:
         try:
             for rng in ipam.ranges:
                 with self._attachment_lock(ipam, rng, owner):
-                    for shard in self._pools_of(ipam, rng, owner):
-                        released += len(self._release_in(ipam, shard, owner))
-                    if is_sharded(rng):
+                    freed = sum(
+                        len(self._release_in(ipam, shard, owner))
+                        for shard in self._pools_of(ipam, rng, owner)
+                    )
+                    released += freed
+                    if freed and is_sharded(rng):
+                        # Only when this sandbox's entry went: a late DEL of an old
+                        # sandbox must not make us forget where the pod's entry is.
                         self.placement.index(self._range_key(ipam, rng), rng).forget(owner)
         except BaseException as error:
             metrics.RELEASES.labels(network=network, result=_result_of(error)).inc()

@@ -26,6 +26,7 @@ from whereabouts_py.core.ownership import (
     entries_of,
     judge,
     network_name_of,
+    reservation_held_by,
     same_attachment,
 )
 from whereabouts_py.errors import ConflictError, WhereaboutsError, describe
@@ -230,7 +231,9 @@ def cmd_release(store: KubeStore, args: argparse.Namespace) -> int:
 
 def _release(store: KubeStore, entry: HeldEntry) -> None:
     reservation = store.get_reservation(entry.reservation)
-    if reservation is not None and same_attachment(reservation.holder, entry.allocation):
+    # Strict: only a reservation naming exactly this entry's attachment goes,
+    # never one a newer sandbox of the same pod has taken over.
+    if reservation is not None and reservation_held_by(reservation.holder, entry.allocation):
         store.delete_reservation(reservation)
     for _ in range(MAX_RELEASE_ATTEMPTS):
         snapshot = store.get_pool(entry.pool, entry.cidr)

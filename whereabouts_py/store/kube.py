@@ -612,12 +612,17 @@ def _pod_from(body: Mapping[str, Any]) -> PodState:
         and condition.get("status") == "True"
         for condition in conditions
     )
+    statuses = [s for s in status.get("containerStatuses") or [] if isinstance(s, Mapping)]
+    stopped = bool(statuses) and all(
+        isinstance(s.get("state"), Mapping) and set(s["state"]) == {"terminated"} for s in statuses
+    )
     return PodState(
         namespace=str(metadata.get("namespace", "")),
         name=str(metadata.get("name", "")),
         uid=str(metadata.get("uid", "")),
         phase=str(status.get("phase") or ""),
         disruption_target=disruption,
+        containers_stopped=stopped,
         listed_addresses=network_status_of(
             {str(k): str(v) for k, v in annotations.items()}
             if isinstance(annotations, Mapping)
