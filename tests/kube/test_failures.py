@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -51,9 +50,10 @@ def consistency(plane: ControlPlane, namespace: str) -> subprocess.CompletedProc
 
 
 def held(plane: ControlPlane, namespace: str) -> dict[str, dict[str, Any]]:
-    listed = json.loads(plane.kubectl("get", "ippools", "-n", namespace, "-o", "json").stdout)
     return {
-        key: value for item in listed["items"] for key, value in item["spec"]["allocations"].items()
+        key: value
+        for spec in plane.specs("ippools", namespace).values()
+        for key, value in spec["allocations"].items()
     }
 
 

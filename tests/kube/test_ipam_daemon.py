@@ -35,15 +35,11 @@ def network(ipam: dict[str, Any], version: str = "1.0.0", name: str = "testnet")
 
 
 def pools(plane: ControlPlane, namespace: str) -> dict[str, dict[str, Any]]:
-    listed = json.loads(plane.kubectl("get", "ippools", "-n", namespace, "-o", "json").stdout)
-    return {item["metadata"]["name"]: item["spec"] for item in listed["items"]}
+    return plane.specs("ippools", namespace)
 
 
 def reservations(plane: ControlPlane, namespace: str) -> dict[str, dict[str, Any]]:
-    listed = json.loads(
-        plane.kubectl("get", "overlappingrangeipreservations", "-n", namespace, "-o", "json").stdout
-    )
-    return {item["metadata"]["name"]: item["spec"] for item in listed["items"]}
+    return plane.specs("overlappingrangeipreservations", namespace)
 
 
 def range_allocations(found: dict[str, dict[str, Any]], cidr: str) -> dict[int, dict[str, Any]]:

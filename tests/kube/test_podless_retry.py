@@ -7,7 +7,6 @@ is left without its pool entry.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,15 +24,11 @@ def network(ipam: dict[str, Any]) -> dict[str, Any]:
 
 
 def pools(plane: ControlPlane, namespace: str) -> dict[str, dict[str, Any]]:
-    listed = json.loads(plane.kubectl("get", "ippools", "-n", namespace, "-o", "json").stdout)
-    return {item["metadata"]["name"]: item["spec"] for item in listed["items"]}
+    return plane.specs("ippools", namespace)
 
 
 def reservations(plane: ControlPlane, namespace: str) -> dict[str, dict[str, Any]]:
-    listed = json.loads(
-        plane.kubectl("get", "overlappingrangeipreservations", "-n", namespace, "-o", "json").stdout
-    )
-    return {item["metadata"]["name"]: item["spec"] for item in listed["items"]}
+    return plane.specs("overlappingrangeipreservations", namespace)
 
 
 @pytest.fixture(scope="module")

@@ -43,10 +43,7 @@ def allocations(plane: ControlPlane, namespace: str) -> dict[str, dict[str, Any]
 
 
 def reservations(plane: ControlPlane, namespace: str) -> dict[str, dict[str, Any]]:
-    listed = json.loads(
-        plane.kubectl("get", "overlappingrangeipreservations", "-n", namespace, "-o", "json").stdout
-    )
-    return {item["metadata"]["name"]: item["spec"] for item in listed["items"]}
+    return plane.specs("overlappingrangeipreservations", namespace)
 
 
 def gateway_of(cidr: str) -> str:

@@ -22,6 +22,7 @@ import pytest
 
 from whereabouts_py.cni.install import install_cni
 from whereabouts_py.devcluster.controlplane import ControlPlane
+from whereabouts_py.devcluster.lab import ip, kernel_lacks
 from whereabouts_py.devcluster.nodes import SimulatedNodes
 
 REFERENCE_PLUGINS = Path("/usr/lib/cni")
@@ -32,17 +33,6 @@ NODE_MASTER = "eth1"
 # privilege or plugin is a broken set-up, reported as a failure, never a skip.
 if os.geteuid() != 0:  # pragma: no cover - the suite runs as root in CI
     raise RuntimeError("tests/netns needs root: network namespaces are created for real")
-
-
-def ip(*argv: str) -> str:
-    """Run ``ip argv...``; raise with its stderr on failure."""
-    completed = subprocess.run(["ip", *argv], capture_output=True, text=True, check=False)
-    if completed.returncode != 0:
-        raise AssertionError(
-            f"ip {' '.join(argv)} failed ({completed.returncode}): "
-            f"{completed.stdout.strip()} {completed.stderr.strip()}"
-        )
-    return completed.stdout
 
 
 @pytest.fixture(scope="session")
@@ -90,30 +80,16 @@ def make_netns() -> Iterator[Callable[[str], str]]:
 
 
 @pytest.fixture(scope="session")
-def kernel_link_kinds() -> Callable[[str], bool]:
-    """Whether this kernel can make a link of a kind (e.g. ``ipvlan``), probed once each.
+def kernel_link_kinds() -> Callable[[str], str | None]:
+    """Why this kernel cannot make a link of a kind (e.g. ``ipvlan``), probed once each."""
+    known: dict[str, str | None] = {}
 
-    The probe runs in a throwaway netns: a veth pair and the kind on top of it.
-    """
-    known: dict[str, bool] = {}
-
-    def supports(kind: str) -> bool:
+    def lacks(kind: str) -> str | None:
         if kind not in known:
-            probe = f"wbn-probe-{uuid.uuid4().hex[:8]}"
-            ip("netns", "add", probe)
-            try:
-                ip("-n", probe, "link", "add", "p0", "type", "veth", "peer", "name", "p1")
-                made = subprocess.run(
-                    ["ip", "-n", probe, "link", "add", "k0", "link", "p0", "type", kind],
-                    capture_output=True,
-                    check=False,
-                )
-                known[kind] = made.returncode == 0
-            finally:
-                ip("netns", "del", probe)
+            known[kind] = kernel_lacks(kind)
         return known[kind]
 
-    return supports
+    return lacks
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
 import sys
 import uuid
 from collections.abc import Callable
@@ -21,6 +20,7 @@ from typing import Any
 import pytest
 
 from whereabouts_py.devcluster.controlplane import ControlPlane
+from whereabouts_py.devcluster.lab import LabError, ip
 from whereabouts_py.devcluster.nodes import SimulatedNodes
 from whereabouts_py.devcluster.runtime import Outcome, invoke, pod_args
 
@@ -28,17 +28,6 @@ pytestmark = [pytest.mark.kube, pytest.mark.netns]
 
 IFNAME = "net1"
 NODE_MASTER = "eth1"  # made by the node_netns fixture (tests/netns/conftest.py)
-
-
-def ip(*argv: str) -> str:
-    """Run ``ip argv...``; raise with its stderr on failure."""
-    completed = subprocess.run(["ip", *argv], capture_output=True, text=True, check=False)
-    if completed.returncode != 0:
-        raise AssertionError(
-            f"ip {' '.join(argv)} failed ({completed.returncode}): "
-            f"{completed.stdout.strip()} {completed.stderr.strip()}"
-        )
-    return completed.stdout
 
 
 # One ICMP echo over a raw socket, run inside a pod netns with `ip netns exec`.
@@ -74,7 +63,10 @@ raise SystemExit(1)
 
 def ping(netns: str, target: str) -> str:
     """Send one ICMP echo from inside ``netns`` to ``target``; return the reply line."""
-    return ip("netns", "exec", netns, sys.executable, "-c", PING, target).strip()
+    try:
+        return ip("netns", "exec", netns, sys.executable, "-c", PING, target).strip()
+    except LabError as error:  # no reply: fail the test with what the probe said
+        raise AssertionError(str(error)) from None
 
 
 def ip_json(*argv: str) -> list[dict[str, Any]]:
@@ -146,15 +138,11 @@ def network(case: Case) -> dict[str, Any]:
 
 
 def pools(plane: ControlPlane, namespace: str) -> dict[str, dict[str, Any]]:
-    listed = json.loads(plane.kubectl("get", "ippools", "-n", namespace, "-o", "json").stdout)
-    return {item["metadata"]["name"]: item["spec"] for item in listed["items"]}
+    return plane.specs("ippools", namespace)
 
 
 def reservations(plane: ControlPlane, namespace: str) -> dict[str, dict[str, Any]]:
-    listed = json.loads(
-        plane.kubectl("get", "overlappingrangeipreservations", "-n", namespace, "-o", "json").stdout
-    )
-    return {item["metadata"]["name"]: item["spec"] for item in listed["items"]}
+    return plane.specs("overlappingrangeipreservations", namespace)
 
 
 def addresses_on(netns: str, ifname: str) -> list[str]:
@@ -231,10 +219,11 @@ def test_add_check_del_through_reference_plugin(
     attach: Callable[[str], Attachment],
     control_plane: ControlPlane,
     namespace: str,
-    kernel_link_kinds: Callable[[str], bool],
+    kernel_link_kinds: Callable[[str], str | None],
 ) -> None:
-    if case.plugin in ("macvlan", "ipvlan") and not kernel_link_kinds(case.plugin):
-        pytest.skip(f"this kernel has no {case.plugin} support (CONFIG_{case.plugin.upper()})")
+    missing = kernel_link_kinds(case.plugin) if case.plugin in ("macvlan", "ipvlan") else None
+    if missing is not None:
+        pytest.skip(missing)
     pod = attach(f"{case.plugin}-0")
     config = network(case)
 

@@ -67,9 +67,6 @@ class Shard:
         """An offset of the whole range -> a key of this IPPool."""
         return offset - self.base
 
-    def contains_offset(self, offset: int) -> bool:
-        return self.base <= offset < self.base + int(self.network.size)
-
 
 def _width(rng: AddressRange) -> int:
     return 32 if rng.version == 4 else 128

@@ -73,14 +73,6 @@ class _Pending:
     cancelled: bool = False
 
 
-@dataclass
-class WriterStats:
-    writes: int = 0
-    conflicts: int = 0
-    operations: int = 0
-    lease_acquisitions: int = 0
-
-
 class PoolWriter:
     """Serialises and batches this node's changes to one IPPool."""
 
@@ -107,7 +99,6 @@ class PoolWriter:
         self.coordination = coordination
         # How long an idle worker keeps the Lease, waiting for more work.
         self.linger_s = linger_s
-        self.stats = WriterStats()
         # Metrics are labelled by the range's pool, not by each block.
         self.metrics_pool = metrics_pool or name
         self.annotations = dict(annotations or {})  # set when the pool is created
@@ -230,7 +221,6 @@ class PoolWriter:
                 )
             except ConflictError:
                 self._snapshot = None
-                self.stats.conflicts += 1
                 metrics.CAS_CONFLICTS.labels(pool=self.metrics_pool).inc()
                 if self.coordination != "never":
                     self._contended_until = time.monotonic() + COORDINATION_WINDOW_S
@@ -242,8 +232,6 @@ class PoolWriter:
                     pending.error = error
                     pending.done.set()
                 return
-            self.stats.writes += 1
-            self.stats.operations += len(outcomes)
             metrics.POOL_WRITES.labels(pool=self.metrics_pool).inc()
             metrics.BATCH_SIZE.observe(len(outcomes))
             self._finish(outcomes)
@@ -310,7 +298,6 @@ class PoolWriter:
         except ConflictError:
             return False  # someone else took it first
         self._lease_taken_at = time.monotonic()
-        self.stats.lease_acquisitions += 1
         metrics.LEASE_ACQUISITIONS.labels(pool=self.metrics_pool).inc()
         return True
 

@@ -26,6 +26,7 @@ import urllib.request
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from whereabouts_py.devcluster.binaries import Binaries, ensure_binaries
 
@@ -241,6 +242,11 @@ class ControlPlane:
                 f"kubectl {' '.join(args)} failed ({result.returncode}): {result.stderr.strip()}"
             )
         return result
+
+    def specs(self, resource: str, namespace: str) -> dict[str, dict[str, Any]]:
+        """``spec`` of every object of ``resource`` in ``namespace``, by object name."""
+        listed = json.loads(self.kubectl("get", resource, "-n", namespace, "-o", "json").stdout)
+        return {item["metadata"]["name"]: item.get("spec") or {} for item in listed["items"]}
 
     def environment(self, identity: str = "admin") -> dict[str, str]:
         """Environment for a child process: KUBECONFIG set, kubectl first on PATH."""

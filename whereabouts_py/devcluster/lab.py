@@ -98,7 +98,8 @@ def ip(*argv: str) -> str:
     """Run ``ip argv...``; raise ``LabError`` with its stderr on failure."""
     done = subprocess.run(["ip", *argv], capture_output=True, text=True, check=False)
     if done.returncode != 0:
-        raise LabError(f"ip {' '.join(argv)} failed ({done.returncode}): {done.stderr.strip()}")
+        said = f"{done.stdout.strip()} {done.stderr.strip()}".strip()
+        raise LabError(f"ip {' '.join(argv)} failed ({done.returncode}): {said}")
     return done.stdout
 
 

@@ -304,12 +304,6 @@ class KubeStore:
     def __init__(self, api_client: client.ApiClient, namespace: str = DEFAULT_NAMESPACE) -> None:
         self.namespace = namespace
         self._call = _Transport(api_client)
-        self._lock = threading.Lock()
-        self.writes = {"pools": 0, "reservations": 0, "leases": 0}
-
-    def _count(self, kind: str) -> None:
-        with self._lock:
-            self.writes[kind] += 1
 
     # --- reachability -----------------------------------------------------------
     def ping(self) -> str:
@@ -383,7 +377,6 @@ class KubeStore:
                 answer = self._call(
                     "PUT", _objects(GROUP, VERSION, self.namespace, POOLS, snapshot.name), body
                 )
-        self._count("pools")
         return self._pool_from(answer)
 
     def _pool_from(self, body: Mapping[str, Any]) -> PoolSnapshot:
@@ -429,7 +422,6 @@ class KubeStore:
             answer = self._call(
                 "POST", _objects(GROUP, VERSION, self.namespace, RESERVATIONS), body
             )
-        self._count("reservations")
         return self._reservation_from(answer)
 
     def update_reservation(self, reservation: Reservation, holder: Allocation) -> Reservation:
@@ -450,7 +442,6 @@ class KubeStore:
                 _objects(GROUP, VERSION, self.namespace, RESERVATIONS, reservation.name),
                 body,
             )
-        self._count("reservations")
         return self._reservation_from(answer)
 
     def delete_reservation(self, reservation: Reservation) -> bool:
@@ -469,7 +460,6 @@ class KubeStore:
                 )
         except NotFoundError:
             return False
-        self._count("reservations")
         return True
 
     def _reservation_from(self, body: Mapping[str, Any]) -> Reservation:
@@ -519,7 +509,6 @@ class KubeStore:
                 answer = self._call(
                     "PUT", _objects(LEASE_GROUP, LEASE_VERSION, self.namespace, LEASES, name), body
                 )
-        self._count("leases")
         return self._lease_from(answer, duration_s)
 
     @staticmethod
