@@ -1,6 +1,7 @@
 # One command for the demo, one for every check. Both install what they need:
 # Debian packages (CNI reference plugins, iproute2, openssl, binutils for
 # PyInstaller), a virtualenv with the package and its test extras, and the
+# development tooling (devtools/, the whereabouts-py-dev command) and the
 # pinned control-plane binaries (compiled once with Go, then cached in
 # ~/.cache/whereabouts-py).
 
@@ -13,7 +14,7 @@ STAMP := $(VENV)/.installed
 .PHONY: demo test check lint typecheck imports unit setup system-deps controlplane clean
 
 demo: setup
-	$(BIN)/whereabouts-py demo
+	$(BIN)/whereabouts-py-dev demo
 
 test: setup lint typecheck imports unit
 
@@ -25,14 +26,14 @@ system-deps:
 	fi
 	@command -v go >/dev/null || { echo "Go (>= 1.26) is needed once to build the control plane"; exit 1; }
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml devtools/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q -e '.[test]' -e ./devtools
 	touch $(STAMP)
 
 controlplane: $(STAMP)
-	$(BIN)/whereabouts-py devcluster build
+	$(BIN)/whereabouts-py-dev devcluster build
 
 setup: system-deps $(STAMP) controlplane
 

@@ -31,9 +31,9 @@ from typing import Any
 
 from whereabouts_py.cni import wire
 from whereabouts_py.cni.install import install_cni
-from whereabouts_py.devcluster.controlplane import ControlPlane, running
-from whereabouts_py.devcluster.nodes import SimulatedNodes
-from whereabouts_py.devcluster.runtime import invoke, pod_args
+from whereabouts_py_dev.controlplane import ControlPlane, running
+from whereabouts_py_dev.nodes import SimulatedNodes
+from whereabouts_py_dev.runtime import invoke, pod_args
 
 
 def percentile(values: list[float], fraction: float) -> float:

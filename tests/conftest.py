@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from whereabouts_py.devcluster.controlplane import ControlPlane, running
+from whereabouts_py_dev.controlplane import ControlPlane, running
 
 
 @pytest.fixture(scope="session")

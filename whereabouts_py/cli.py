@@ -7,95 +7,11 @@ Each subcommand imports its implementation only when it runs, so that
 from __future__ import annotations
 
 import argparse
-import os
-import subprocess
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-DEFAULT_DEVCLUSTER_DIR = Path(os.environ.get("TMPDIR", "/tmp")) / "whereabouts-py-devcluster"
-
 Handler = Callable[[argparse.Namespace], int]
-
-
-def _devcluster_up(args: argparse.Namespace) -> int:
-    from whereabouts_py.devcluster.controlplane import ControlPlane
-
-    plane = ControlPlane.start(Path(args.dir))
-    print(plane.kubeconfig)
-    return 0
-
-
-def _devcluster_down(args: argparse.Namespace) -> int:
-    from whereabouts_py.devcluster.controlplane import ControlPlane, ControlPlaneError
-
-    directory = Path(args.dir)
-    try:
-        plane = ControlPlane.load(directory)
-    except ControlPlaneError:
-        print(f"devcluster: nothing running in {directory}", file=sys.stderr)
-        return 0
-    plane.stop(remove_directory=True)
-    print(f"devcluster: stopped and removed {directory}", file=sys.stderr)
-    return 0
-
-
-def _devcluster_exec(args: argparse.Namespace) -> int:
-    from whereabouts_py.devcluster.controlplane import ControlPlane
-
-    command: list[str] = list(args.command)
-    if command and command[0] == "--":
-        command = command[1:]
-    if not command:
-        print("devcluster exec: give a command after '--'", file=sys.stderr)
-        return 2
-    plane = ControlPlane.start(Path(args.dir) if args.dir else None, die_with_parent=True)
-    try:
-        try:
-            completed = subprocess.run(command, env=plane.environment(), check=False)
-        except FileNotFoundError:
-            print(f"devcluster exec: command not found: {command[0]}", file=sys.stderr)
-            return 127
-        return completed.returncode
-    finally:
-        plane.stop(remove_directory=plane.owns_directory or args.dir is not None)
-
-
-def _devcluster_build(_args: argparse.Namespace) -> int:
-    from whereabouts_py.devcluster.binaries import ensure_binaries
-    from whereabouts_py.devcluster.multus import ensure_multus
-
-    print(ensure_binaries().directory)
-    print(ensure_multus())
-    return 0
-
-
-def _add_devcluster(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    devcluster = subparsers.add_parser(
-        "devcluster",
-        help="a local Kubernetes control plane (kube-apiserver + etcd) for demos and tests",
-    )
-    actions = devcluster.add_subparsers(dest="action", required=True, metavar="ACTION")
-
-    up = actions.add_parser("up", help="start in the background and print the kubeconfig path")
-    up.add_argument("--dir", default=str(DEFAULT_DEVCLUSTER_DIR), help="state directory")
-    up.set_defaults(handler=_devcluster_up)
-
-    down = actions.add_parser("down", help="stop the control plane started by 'up' and clean up")
-    down.add_argument("--dir", default=str(DEFAULT_DEVCLUSTER_DIR), help="state directory")
-    down.set_defaults(handler=_devcluster_down)
-
-    run = actions.add_parser(
-        "exec", help="start a fresh control plane, run COMMAND with KUBECONFIG set, stop it"
-    )
-    run.add_argument("--dir", default=None, help="state directory (default: a temporary one)")
-    run.add_argument("command", nargs=argparse.REMAINDER, metavar="-- COMMAND [ARGS...]")
-    run.set_defaults(handler=_devcluster_exec)
-
-    build = actions.add_parser(
-        "build", help="build (once) the control plane and Multus; print where they are cached"
-    )
-    build.set_defaults(handler=_devcluster_build)
 
 
 def _install_cni(args: argparse.Namespace) -> int:
@@ -298,36 +214,14 @@ def _add_reconciler(subparsers: argparse._SubParsersAction[argparse.ArgumentPars
     reconciler.set_defaults(handler=_reconciler)
 
 
-def _demo(args: argparse.Namespace) -> int:
-    if args.quick:
-        from whereabouts_py.devcluster.demo import run_demo
-
-        return run_demo()
-    from whereabouts_py.devcluster.lab_demo import run_lab_demo
-
-    return run_lab_demo()
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="whereabouts-py",
         description="Cluster-wide IPAM for Kubernetes secondary networks.",
     )
     subparsers = parser.add_subparsers(dest="subcommand", required=True, metavar="SUBCOMMAND")
-    _add_devcluster(subparsers)
     _add_daemon(subparsers)
     _add_reconciler(subparsers)
-    demo = subparsers.add_parser(
-        "demo",
-        help="show whereabouts-py on a local control plane: real Multus on two simulated nodes "
-        "(needs root for network namespaces)",
-    )
-    demo.add_argument(
-        "--quick",
-        action="store_true",
-        help="only the IPAM: two node daemons and the CNI shim, no network namespaces",
-    )
-    demo.set_defaults(handler=_demo)
     _add_install_cni(subparsers)
     _add_build_shim(subparsers)
     return parser

@@ -33,9 +33,7 @@ def test_dockerfile_is_multi_stage_pinned_and_non_root() -> None:
     assert "org.opencontainers.image.source" in text
 
 
-@pytest.mark.parametrize(
-    "subcommand", ["daemon", "install-cni", "build-shim", "reconciler", "devcluster"]
-)
+@pytest.mark.parametrize("subcommand", ["daemon", "install-cni", "build-shim", "reconciler"])
 def test_entry_point_starts(subcommand: str) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "whereabouts_py", subcommand, "--help"],
@@ -46,3 +44,58 @@ def test_entry_point_starts(subcommand: str) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith(f"usage: whereabouts-py {subcommand}")
+
+
+def test_product_command_offers_only_product_subcommands() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "whereabouts_py", "devcluster"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert (
+        "invalid choice: 'devcluster' (choose from 'daemon', 'reconciler', 'install-cni', "
+        "'build-shim')" in result.stderr
+    )
+
+
+@pytest.mark.parametrize("subcommand", ["devcluster", "demo"])
+def test_dev_tooling_command_starts(subcommand: str) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "whereabouts_py_dev", subcommand, "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"usage: whereabouts-py-dev {subcommand}")
+
+
+def test_wheel_leaves_the_dev_tooling_out(tmp_path: Path) -> None:
+    built = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "-w",
+            str(tmp_path),
+            str(ROOT),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        cwd=tmp_path,
+    )
+    assert built.returncode == 0, built.stderr
+    import zipfile
+
+    (wheel,) = tmp_path.glob("whereabouts_py-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert any(name.startswith("whereabouts_py/daemon/") for name in names)
+    assert not [name for name in names if "devcluster" in name or "_dev" in name.split("/")[0]]

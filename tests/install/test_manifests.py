@@ -17,9 +17,9 @@ import yaml  # type: ignore[import-untyped]
 
 from tests.reconciler.harness import running_reconciler
 from whereabouts_py.cni.install import install_cni
-from whereabouts_py.devcluster.controlplane import ControlPlane
-from whereabouts_py.devcluster.nodes import SimulatedNodes
-from whereabouts_py.devcluster.runtime import invoke, pod_args
+from whereabouts_py_dev.controlplane import ControlPlane
+from whereabouts_py_dev.nodes import SimulatedNodes
+from whereabouts_py_dev.runtime import invoke, pod_args
 
 ROOT = Path(__file__).resolve().parents[2]
 NETWORK: dict[str, Any] = {

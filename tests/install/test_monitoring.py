@@ -12,7 +12,7 @@ from prometheus_client import REGISTRY
 
 import whereabouts_py.metrics.daemon
 import whereabouts_py.metrics.reconciler
-from whereabouts_py.devcluster.controlplane import ControlPlane
+from whereabouts_py_dev.controlplane import ControlPlane
 
 ROOT = Path(__file__).resolve().parents[2]
 

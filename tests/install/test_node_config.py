@@ -14,7 +14,7 @@ import pytest
 
 from whereabouts_py.cni.nodeconf import NodeConfig, write_node_config
 from whereabouts_py.daemon.main import keep_node_config
-from whereabouts_py.devcluster.controlplane import ControlPlane
+from whereabouts_py_dev.controlplane import ControlPlane
 
 
 def service_account(directory: Path, token: str, ca: str) -> Path:

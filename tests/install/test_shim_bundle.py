@@ -29,9 +29,9 @@ from PyInstaller.archive.readers import pkg_archive_contents
 from whereabouts_py.cli import main as cli_main
 from whereabouts_py.cni.bundle import EXECUTABLE, MANIFEST, build_shim
 from whereabouts_py.cni.install import BUNDLE_STORE, IMAGE_BUNDLE, install_cni
-from whereabouts_py.devcluster.controlplane import ControlPlane
-from whereabouts_py.devcluster.nodes import SimulatedNodes
-from whereabouts_py.devcluster.runtime import pod_args
+from whereabouts_py_dev.controlplane import ControlPlane
+from whereabouts_py_dev.nodes import SimulatedNodes
+from whereabouts_py_dev.runtime import pod_args
 
 ROOT = Path(__file__).resolve().parents[2]
 OUR_MODULES = {"whereabouts_py", "whereabouts_py.errors", "whereabouts_py.cni"}

@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 
 from whereabouts_py.cni.install import install_cni
-from whereabouts_py.devcluster.controlplane import ControlPlane
-from whereabouts_py.devcluster.nodes import SimulatedNodes
-from whereabouts_py.devcluster.runtime import invoke, pod_args
+from whereabouts_py_dev.controlplane import ControlPlane
+from whereabouts_py_dev.nodes import SimulatedNodes
+from whereabouts_py_dev.runtime import invoke, pod_args
 
 GOOD_IPAM: dict[str, Any] = {"type": "whereabouts", "range": "10.123.0.0/24"}
 

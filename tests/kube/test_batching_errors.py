@@ -14,9 +14,9 @@ from typing import Any
 
 from whereabouts_py.core.allocator import Allocation
 from whereabouts_py.daemon.batching import PoolWriter, lease_name_for
-from whereabouts_py.devcluster.controlplane import ControlPlane
 from whereabouts_py.errors import ApiUnavailableError
 from whereabouts_py.store.kube import KubeStore, connect
+from whereabouts_py_dev.controlplane import ControlPlane
 
 OWNER = Allocation("c1", "default/p", "net1", "node-a")
 

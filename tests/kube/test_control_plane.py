@@ -12,8 +12,8 @@ import pytest
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
-from whereabouts_py.devcluster.binaries import KUBERNETES_VERSION
-from whereabouts_py.devcluster.controlplane import ControlPlane, process_running
+from whereabouts_py_dev.binaries import KUBERNETES_VERSION
+from whereabouts_py_dev.controlplane import ControlPlane, process_running
 
 GROUP, VERSION = "whereabouts.cni.cncf.io", "v1alpha1"
 
@@ -149,7 +149,7 @@ def test_malformed_ippool_is_refused_by_the_schema(
 
 def devcluster(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "whereabouts_py", "devcluster", *args],
+        [sys.executable, "-m", "whereabouts_py_dev", "devcluster", *args],
         capture_output=True,
         text=True,
         timeout=300,

@@ -7,9 +7,9 @@ import urllib.request
 from pathlib import Path
 
 from whereabouts_py.cni.install import install_cni
-from whereabouts_py.devcluster.controlplane import ControlPlane, free_port
-from whereabouts_py.devcluster.nodes import SimulatedNodes
-from whereabouts_py.devcluster.runtime import invoke, pod_args
+from whereabouts_py_dev.controlplane import ControlPlane, free_port
+from whereabouts_py_dev.nodes import SimulatedNodes
+from whereabouts_py_dev.runtime import invoke, pod_args
 
 
 def sample(text: str, name: str, **labels: str) -> float:

@@ -9,7 +9,7 @@ import sys
 
 def test_demo_hands_out_distinct_addresses_from_two_nodes() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "whereabouts_py", "demo", "--quick"],
+        [sys.executable, "-m", "whereabouts_py_dev", "demo", "--quick"],
         capture_output=True,
         text=True,
         timeout=300,

@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 
 from whereabouts_py.daemon.service import IPAMService
-from whereabouts_py.devcluster.controlplane import ControlPlane
 from whereabouts_py.errors import ApiUnavailableError, TryAgainError
 from whereabouts_py.store.kube import KubeStore, connect
+from whereabouts_py_dev.controlplane import ControlPlane
 
 
 def request(command: str, cidr: str) -> dict[str, Any]:

@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from whereabouts_py.cni.install import install_cni
-from whereabouts_py.devcluster.controlplane import ControlPlane, running
-from whereabouts_py.devcluster.nodes import SimulatedNodes
-from whereabouts_py.devcluster.runtime import Outcome, invoke, pod_args
+from whereabouts_py_dev.controlplane import ControlPlane, running
+from whereabouts_py_dev.nodes import SimulatedNodes
+from whereabouts_py_dev.runtime import Outcome, invoke, pod_args
 
 NETWORK: dict[str, Any] = {
     "cniVersion": "1.0.0",

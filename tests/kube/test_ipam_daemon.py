@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 
 from whereabouts_py.cni.install import install_cni
-from whereabouts_py.devcluster.controlplane import ControlPlane
-from whereabouts_py.devcluster.nodes import SimulatedNodes
-from whereabouts_py.devcluster.runtime import Outcome, invoke, pod_args
+from whereabouts_py_dev.controlplane import ControlPlane
+from whereabouts_py_dev.nodes import SimulatedNodes
+from whereabouts_py_dev.runtime import Outcome, invoke, pod_args
 
 
 @pytest.fixture(scope="module")

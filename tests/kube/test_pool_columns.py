@@ -9,9 +9,9 @@ from typing import Any
 
 from tests.reconciler.harness import running_reconciler
 from whereabouts_py.cni.install import install_cni
-from whereabouts_py.devcluster.controlplane import ControlPlane
-from whereabouts_py.devcluster.nodes import SimulatedNodes
-from whereabouts_py.devcluster.runtime import invoke, pod_args
+from whereabouts_py_dev.controlplane import ControlPlane
+from whereabouts_py_dev.nodes import SimulatedNodes
+from whereabouts_py_dev.runtime import invoke, pod_args
 
 
 def get_row(plane: ControlPlane, namespace: str, name: str) -> list[str]:

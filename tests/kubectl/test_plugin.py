@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from whereabouts_py.devcluster.controlplane import ControlPlane
+from whereabouts_py_dev.controlplane import ControlPlane
 
 POOL = {
     "apiVersion": "whereabouts.cni.cncf.io/v1alpha1",

@@ -1,6 +1,6 @@
 """The Multus lab: two simulated nodes, a router and pods on one segment, real Multus.
 
-Each test gets a fresh lab (``whereabouts_py.devcluster.lab.Lab``) whose node
+Each test gets a fresh lab (``whereabouts_py_dev.lab.Lab``) whose node
 daemons keep their IPPools in the test's namespace, where the pods and the
 example NetworkAttachmentDefinitions (``manifests/examples``) live too. At
 teardown the lab must be gone completely: no netns of it, no Multus process.
@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
-from whereabouts_py.devcluster.controlplane import ControlPlane
-from whereabouts_py.devcluster.lab import Lab, examples_dir
-from whereabouts_py.devcluster.multus import ensure_multus
+from whereabouts_py_dev.controlplane import ControlPlane
+from whereabouts_py_dev.lab import Lab, examples_dir
+from whereabouts_py_dev.multus import ensure_multus
 
 from .helpers import netns_list
 

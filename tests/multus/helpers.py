@@ -7,9 +7,9 @@ import json
 import subprocess
 from typing import Any
 
-from whereabouts_py.devcluster.controlplane import ControlPlane
-from whereabouts_py.devcluster.lab import Lab, LabPod
-from whereabouts_py.devcluster.runtime import Outcome
+from whereabouts_py_dev.controlplane import ControlPlane
+from whereabouts_py_dev.lab import Lab, LabPod
+from whereabouts_py_dev.runtime import Outcome
 
 
 def netns_list() -> list[str]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from whereabouts_py.devcluster.lab_demo import run_lab_demo
+from whereabouts_py_dev.lab_demo import run_lab_demo
 
 from .helpers import netns_list
 

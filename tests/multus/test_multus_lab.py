@@ -23,8 +23,9 @@ from typing import Any
 
 import pytest
 
-from whereabouts_py.devcluster.controlplane import ControlPlane, spawn_tied
-from whereabouts_py.devcluster.lab import Lab, LabPod, ip, kernel_lacks
+from whereabouts_py_dev.controlplane import ControlPlane, spawn_tied
+from whereabouts_py_dev.lab import Lab, LabPod
+from whereabouts_py_dev.netns import ip, kernel_lacks
 
 from .helpers import allocations, explain, gateway_of, reservations
 

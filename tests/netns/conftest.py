@@ -21,9 +21,9 @@ from pathlib import Path
 import pytest
 
 from whereabouts_py.cni.install import install_cni
-from whereabouts_py.devcluster.controlplane import ControlPlane
-from whereabouts_py.devcluster.lab import ip, kernel_lacks
-from whereabouts_py.devcluster.nodes import SimulatedNodes
+from whereabouts_py_dev.controlplane import ControlPlane
+from whereabouts_py_dev.netns import ip, kernel_lacks
+from whereabouts_py_dev.nodes import SimulatedNodes
 
 REFERENCE_PLUGINS = Path("/usr/lib/cni")
 MAIN_PLUGINS = ("bridge", "macvlan", "ipvlan", "ptp")

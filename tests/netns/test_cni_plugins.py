@@ -19,10 +19,10 @@ from typing import Any
 
 import pytest
 
-from whereabouts_py.devcluster.controlplane import ControlPlane
-from whereabouts_py.devcluster.lab import LabError, ip
-from whereabouts_py.devcluster.nodes import SimulatedNodes
-from whereabouts_py.devcluster.runtime import Outcome, invoke, pod_args
+from whereabouts_py_dev.controlplane import ControlPlane
+from whereabouts_py_dev.netns import LabError, ip
+from whereabouts_py_dev.nodes import SimulatedNodes
+from whereabouts_py_dev.runtime import Outcome, invoke, pod_args
 
 pytestmark = [pytest.mark.kube, pytest.mark.netns]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from whereabouts_py.devcluster.controlplane import ControlPlane
+from whereabouts_py_dev.controlplane import ControlPlane
 
 from .harness import Cluster, new_namespace
 

@@ -30,9 +30,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from whereabouts_py.core.allocator import Allocation
 from whereabouts_py.core.codec import pool_name, reservation_name
-from whereabouts_py.devcluster.controlplane import ControlPlane, free_port, spawn_tied
 from whereabouts_py.errors import ConflictError
 from whereabouts_py.store.kube import KubeStore, PoolSnapshot, connect
+from whereabouts_py_dev.controlplane import ControlPlane, free_port, spawn_tied
 
 PAUSE_IMAGE = "registry.k8s.io/pause:3.10"
 READY_TIMEOUT_S = 60.0

@@ -14,8 +14,8 @@ import pytest
 
 from whereabouts_py.core.allocator import Allocation
 from whereabouts_py.daemon.service import IPAMService
-from whereabouts_py.devcluster.controlplane import ControlPlane
 from whereabouts_py.reconciler.collector import GarbageCollector
+from whereabouts_py_dev.controlplane import ControlPlane
 
 from .harness import Cluster
 

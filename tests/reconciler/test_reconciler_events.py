@@ -17,11 +17,11 @@ from typing import Any
 import pytest
 
 from whereabouts_py.cni.install import install_cni
-from whereabouts_py.devcluster.controlplane import ControlPlane
-from whereabouts_py.devcluster.nodes import SimulatedNodes
-from whereabouts_py.devcluster.runtime import invoke, pod_args
 from whereabouts_py.reconciler.collector import GarbageCollector
 from whereabouts_py.store.kube import KubeStore, connect
+from whereabouts_py_dev.controlplane import ControlPlane
+from whereabouts_py_dev.nodes import SimulatedNodes
+from whereabouts_py_dev.runtime import invoke, pod_args
 
 from .harness import Cluster, Reconciler, running_reconciler, wait_until
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from whereabouts_py.devcluster.controlplane import ControlPlane
+from whereabouts_py_dev.controlplane import ControlPlane
 
 from .harness import Cluster, start_reconciler, wait_until
 

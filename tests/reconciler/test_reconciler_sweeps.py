@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from whereabouts_py.core.allocator import Allocation
-from whereabouts_py.devcluster.controlplane import ControlPlane
+from whereabouts_py_dev.controlplane import ControlPlane
 
 from .harness import Cluster, Reconciler, running_reconciler, start_reconciler, wait_until
 

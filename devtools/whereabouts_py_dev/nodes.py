@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
-from whereabouts_py.devcluster.controlplane import ControlPlane, ControlPlaneError, spawn_tied
+from whereabouts_py_dev.controlplane import ControlPlane, ControlPlaneError, spawn_tied
 
 START_TIMEOUT_S = 60.0
 

@@ -15,7 +15,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from whereabouts_py.devcluster.binaries import BuildError, build_once, cache_root, go_build
+from whereabouts_py_dev.binaries import BuildError, build_once, cache_root, go_build
 
 MULTUS_VERSION = "v4.3.0"
 MULTUS_MODULE = "gopkg.in/k8snetworkplumbingwg/multus-cni.v4"

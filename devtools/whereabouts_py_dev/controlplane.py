@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from whereabouts_py.devcluster.binaries import Binaries, ensure_binaries
+from whereabouts_py_dev.binaries import Binaries, ensure_binaries
 
 NAD_CRD = Path(__file__).with_name("network-attachment-definition-crd.yaml")
 STATE_FILE = "controlplane.json"
@@ -161,7 +161,8 @@ class ControlPlane:
             if existing.alive():
                 raise ControlPlaneError(
                     f"a control plane is already running in {directory} "
-                    f"(apiserver {existing.server}); stop it with 'whereabouts-py devcluster down"
+                    f"(apiserver {existing.server}); stop it with "
+                    f"'whereabouts-py-dev devcluster down"
                     f" --dir {directory}'"
                 )
             existing.stop(remove_directory=False)

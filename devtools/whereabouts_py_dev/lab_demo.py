@@ -16,8 +16,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from whereabouts_py.devcluster.controlplane import ControlPlane, running
-from whereabouts_py.devcluster.lab import Lab, LabPod, examples_dir, ip
+from whereabouts_py_dev.controlplane import ControlPlane, running
+from whereabouts_py_dev.lab import Lab, LabPod, examples_dir
+from whereabouts_py_dev.netns import ip
 
 POOL_NAMESPACE = "kube-system"
 POD_NAMESPACE = "default"
