@@ -44,7 +44,7 @@ from typing import Any
 
 import kopf
 
-from whereabouts_py.core.schedule import CronSchedule, parse_cron
+from whereabouts_py.reconciler.schedule import CronSchedule, parse_cron
 from whereabouts_py.errors import ConfigError, WhereaboutsError
 from whereabouts_py.metrics import reconciler as metrics
 from whereabouts_py.reconciler.collector import GarbageCollector
@@ -145,7 +145,7 @@ class SweepSchedule:
     def seconds_to_next(self) -> float:
         if self.cron is None:
             return self.interval_s
-        return max(self.cron.seconds_until_next(dt.datetime.now()), 1.0)
+        return max(self.cron.seconds_until_next(dt.datetime.now(dt.UTC)), 1.0)
 
     def describe(self) -> str:
         return f"cron '{self.cron.expression}'" if self.cron else f"every {self.interval_s:g}s"
