@@ -19,6 +19,12 @@ Handler = Callable[[argparse.Namespace], int]
 
 
 def _devcluster_up(args: argparse.Namespace) -> int:
+    if args.nodes is not None:
+        from whereabouts_py_dev.cluster import Cluster
+
+        cluster = Cluster.up(Path(args.dir), args.nodes)
+        print(cluster.kubeconfig)
+        return 0
     from whereabouts_py_dev.controlplane import ControlPlane
 
     plane = ControlPlane.start(Path(args.dir))
@@ -26,10 +32,25 @@ def _devcluster_up(args: argparse.Namespace) -> int:
     return 0
 
 
+def _node_count(text: str) -> int:
+    try:
+        count = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--nodes wants a whole number, not {text!r}") from None
+    if count < 1:
+        raise argparse.ArgumentTypeError(f"--nodes must be at least 1, not {count}")
+    return count
+
+
 def _devcluster_down(args: argparse.Namespace) -> int:
+    from whereabouts_py_dev.cluster.lifecycle import STATE_FILE, Cluster
     from whereabouts_py_dev.controlplane import ControlPlane, ControlPlaneError
 
     directory = Path(args.dir)
+    if (directory / STATE_FILE).exists():
+        Cluster.load(directory).down()
+        print(f"devcluster: stopped the cluster and removed {directory}", file=sys.stderr)
+        return 0
     try:
         plane = ControlPlane.load(directory)
     except ControlPlaneError:
@@ -63,25 +84,37 @@ def _devcluster_exec(args: argparse.Namespace) -> int:
 
 def _devcluster_build(_args: argparse.Namespace) -> int:
     from whereabouts_py_dev.binaries import ensure_binaries
+    from whereabouts_py_dev.goplugin import ensure_go_whereabouts
     from whereabouts_py_dev.multus import ensure_multus
 
     print(ensure_binaries().directory)
     print(ensure_multus())
+    print(ensure_go_whereabouts())
     return 0
 
 
 def _add_devcluster(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     devcluster = subparsers.add_parser(
         "devcluster",
-        help="a local Kubernetes control plane (kube-apiserver + etcd) for demos and tests",
+        help="a local Kubernetes: control plane (kube-apiserver + etcd), optionally real nodes",
     )
     actions = devcluster.add_subparsers(dest="action", required=True, metavar="ACTION")
 
     up = actions.add_parser("up", help="start in the background and print the kubeconfig path")
     up.add_argument("--dir", default=str(DEFAULT_DEVCLUSTER_DIR), help="state directory")
+    up.add_argument(
+        "--nodes",
+        type=_node_count,
+        default=None,
+        metavar="N",
+        help="also run kube-controller-manager, kube-scheduler and N real nodes (kubelet, "
+        "containerd, Multus) on one layer-2 segment; without it, the control plane only",
+    )
     up.set_defaults(handler=_devcluster_up)
 
-    down = actions.add_parser("down", help="stop the control plane started by 'up' and clean up")
+    down = actions.add_parser(
+        "down", help="stop what 'up' started (control plane, nodes) and remove all it made"
+    )
     down.add_argument("--dir", default=str(DEFAULT_DEVCLUSTER_DIR), help="state directory")
     down.set_defaults(handler=_devcluster_down)
 
@@ -93,7 +126,9 @@ def _add_devcluster(subparsers: argparse._SubParsersAction[argparse.ArgumentPars
     run.set_defaults(handler=_devcluster_exec)
 
     build = actions.add_parser(
-        "build", help="build (once) the control plane and Multus; print where they are cached"
+        "build",
+        help="build (once) the control plane, Multus and the whereabouts Go plugin; "
+        "print where they are cached",
     )
     build.set_defaults(handler=_devcluster_build)
 
