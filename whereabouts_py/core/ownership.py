@@ -227,7 +227,18 @@ def same_attachment(holder: Allocation, allocation: Allocation) -> bool:
 
 
 def reservation_held_by(holder: Allocation, allocation: Allocation) -> bool:
-    """Whether deleting the reservation frees exactly this entry's claim (strict)."""
+    """Whether deleting the reservation frees exactly this entry's claim.
+
+    Strict on the container ID when the reservation records one. The Go
+    project writes its reservations with ``podref`` and ``ifname`` only: such
+    a reservation is the entry's when both match (as the Go DEL decides).
+    """
+    if not holder.container_id:
+        return (
+            names_a_pod(holder.podref)
+            and holder.podref == allocation.podref
+            and holder.ifname == allocation.ifname
+        )
     return (
         holder.podref == allocation.podref
         and holder.container_id == allocation.container_id
@@ -297,3 +308,67 @@ def plan_sweep(
 
 def podrefs_of(entries: Iterable[HeldEntry]) -> set[str]:
     return {entry.allocation.podref for entry in entries if names_a_pod(entry.allocation.podref)}
+
+
+# --- side by side with the Go plugin ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PoolObject:
+    """One IPPool as plain values: ``whole_range`` is set on a block of a large range."""
+
+    name: str
+    cidr: str
+    allocations: Mapping[int, Allocation]
+    whole_range: str | None = None
+
+
+@dataclass(frozen=True)
+class Unmirrored:
+    """A block entry of ours that the Go plugin's whole-range object does not show.
+
+    ``clash`` is who that object records at the address instead (an address
+    held twice), or None when the address is merely free there: then the Go
+    plugin could hand it out (it reads nothing but its whole-range object and
+    reservations, and its DEL deletes a reservation without looking at it).
+    """
+
+    whole: str  # name of the whole-range IPPool
+    whole_cidr: str
+    offset: int  # within the whole range
+    entry: HeldEntry
+    clash: Allocation | None
+
+
+def unmirrored_entries(objects: Iterable[PoolObject]) -> list[Unmirrored]:
+    """Block entries missing from an existing whole-range IPPool of their range.
+
+    Ranges stored as blocks have no whole-range object unless the Go plugin
+    made one (it always writes there); only then do block entries need to be
+    mirrored in it. Objects whose name or range cannot be read are skipped.
+    """
+    pools = list(objects)
+    by_name = {pool.name: pool for pool in pools}
+    found: list[Unmirrored] = []
+    for pool in pools:
+        if not pool.whole_range or pool.whole_range == pool.cidr:
+            continue
+        try:
+            entries = entries_of(pool.name, pool.cidr, pool.allocations)
+            network = network_name_of(pool.name, pool.cidr)
+            whole_name = pool_name(pool.whole_range, network)
+            base = int(netaddr.IPNetwork(pool.cidr).network) - int(
+                netaddr.IPNetwork(pool.whole_range).network
+            )
+        except (ValueError, netaddr.AddrFormatError, TypeError):
+            continue
+        whole = by_name.get(whole_name)
+        if whole is None or whole.cidr != pool.whole_range:
+            continue
+        for entry in entries:
+            offset = base + entry.offset
+            there = whole.allocations.get(offset)
+            if there is not None and same_attachment(there, entry.allocation):
+                continue
+            found.append(Unmirrored(whole_name, whole.cidr, offset, entry, there))
+    return found

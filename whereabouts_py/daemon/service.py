@@ -75,6 +75,8 @@ MAX_OVERLAP_SKIPS = 64
 SHARD_LEASE_LINGER_S = 0.5
 # How long the Go project's whole-range object of a sharded range is trusted.
 LEGACY_CACHE_S = 1.0
+# Distinct configuration warnings remembered (each is logged once per process).
+MAX_REMEMBERED_WARNINGS = 1024
 
 NetnsChecker = Callable[[str, str, str], bool]
 
@@ -95,6 +97,14 @@ class Attachment:
 
 
 @dataclass(frozen=True)
+class _Legacy:
+    """The Go project's whole-range object of a range stored as blocks, as last read."""
+
+    exists: bool
+    holders: frozenset[int]  # offsets it holds (ours mirrored there included)
+
+
+@dataclass(frozen=True)
 class _Held:
     """One address this call holds (for rollback and the result)."""
 
@@ -102,6 +112,8 @@ class _Held:
     shard: Shard
     offset: int  # offset within the whole range
     reservation: str | None
+    # The Go project's whole-range object, when this call mirrored its entry there.
+    mirror: PoolWriter | None = None
 
     @property
     def address(self) -> netaddr.IPAddress:
@@ -165,7 +177,9 @@ class IPAMService:
         self._writers: dict[str, PoolWriter] = {}
         self._writers_lock = threading.Lock()
         self._attachment_locks = [threading.Lock() for _ in range(64)]
-        self._legacy_cache: dict[str, tuple[float, set[int]]] = {}
+        self._legacy_cache: dict[str, tuple[float, _Legacy]] = {}
+        self._warned: set[str] = set()
+        self._warned_lock = threading.Lock()
         self.placement = Placement(store.list_pools)
 
     # --- dispatch ------------------------------------------------------------------------
@@ -196,8 +210,21 @@ class IPAMService:
         )
         parsed = parse_ipam_config(merge_flat_file(ipam, flat) if flat else ipam)
         for warning in parsed.warnings:
-            log.warning("network %s: %s", config.get("name", "?"), warning)
+            self._warn_once(f"network {config.get('name', '?')}: {warning}")
         return parsed
+
+    def _warn_once(self, message: str) -> None:
+        """Log a configuration warning once per process, not on every request.
+
+        Every request of a network carries the same configuration (e.g. the Go
+        project's standard flat file with ``"datastore": "kubernetes"``).
+        """
+        with self._warned_lock:
+            if message in self._warned:
+                return
+            if len(self._warned) < MAX_REMEMBERED_WARNINGS:
+                self._warned.add(message)
+        log.warning("%s", message)
 
     def writer(self, config: IPAMConfig, shard: Shard) -> PoolWriter:
         name = shard.name(config.network_name)
@@ -344,19 +371,19 @@ class IPAMService:
             "enlarge the range or free addresses of deleted pods",
         )
 
-    def _legacy_holders(self, ipam: IPAMConfig, rng: AddressRange) -> set[int]:
-        """Offsets held in the Go project's whole-range object of a sharded range."""
+    def _legacy_holders(self, ipam: IPAMConfig, rng: AddressRange) -> _Legacy:
+        """The Go project's whole-range object of a sharded range (absent: empty)."""
         if not is_sharded(rng):
-            return set()
+            return _Legacy(False, frozenset())
         name = whole_pool_name(rng, ipam.network_name)
         now = time.monotonic()
         cached = self._legacy_cache.get(name)
         if cached is not None and now - cached[0] < LEGACY_CACHE_S:
             return cached[1]
         snapshot = self.store.get_pool(name, rng.cidr)
-        holders = set(snapshot.allocations)
-        self._legacy_cache[name] = (now, holders)
-        return holders
+        legacy = _Legacy(snapshot.resource_version is not None, frozenset(snapshot.allocations))
+        self._legacy_cache[name] = (now, legacy)
+        return legacy
 
     def _reserve_in(
         self,
@@ -364,10 +391,20 @@ class IPAMService:
         shard: Shard,
         owner: Allocation,
         want: netaddr.IPAddress | None,
-        legacy: set[int],
+        legacy: _Legacy,
     ) -> _Held:
         writer = self.writer(ipam, shard)
-        blocked: set[int] = set(legacy)
+        blocked: set[int] = set(legacy.holders)
+        # Side by side with the Go plugin, which sees only its whole-range object:
+        # once that object exists, every entry of ours in a block is mirrored
+        # there, so that the Go plugin never hands out an address we hold (it
+        # ignores our blocks, and its DEL may delete our reservation by name).
+        # The whole-range object's compare-and-swap arbitrates between us.
+        mirror = (
+            self.writer(ipam, Shard(shard.whole, shard.whole.network, 0, shard.whole))
+            if legacy.exists and shard.network != shard.whole.network
+            else None
+        )
 
         def take(allocations: dict[int, Allocation]) -> tuple[dict[int, Allocation], int]:
             offset, updated = assign(shard.window, allocations, owner, want, blocked.__contains__)
@@ -376,8 +413,25 @@ class IPAMService:
         operation = _local_op(shard, take)
         for _ in range(MAX_OVERLAP_SKIPS):
             offset: int = writer.run(operation)
+            if mirror is not None:
+                try:
+                    mirrored = bool(mirror.run(_mirror_offset(offset, owner)))
+                except BaseException:
+                    with contextlib.suppress(WhereaboutsError):
+                        writer.run(_local_op(shard, _release_offset(offset, owner)))
+                    raise
+                if not mirrored:
+                    # The Go plugin holds it in its object: ours is not to take.
+                    writer.run(_local_op(shard, _release_offset(offset, owner)))
+                    blocked.add(offset)
+                    if want is not None:
+                        raise AddressTakenError(
+                            f"requested address {want} is already allocated to another pod",
+                            f"see IPPool {mirror.name}",
+                        )
+                    continue
             if not ipam.enable_overlapping_ranges:
-                return _Held(writer, shard, offset, None)
+                return _Held(writer, shard, offset, None, mirror)
             name = reservation_name(shard.whole.address_at(offset), ipam.network_name)
             try:
                 claimed = self._claim_reservation(name, owner)
@@ -385,12 +439,14 @@ class IPAMService:
                 # The pool entry is written but the ADD fails: give it back, so
                 # that "all or nothing" holds and no DEL has to find it.
                 with contextlib.suppress(WhereaboutsError):
+                    self._unmirror(mirror, offset, owner)
                     writer.run(_local_op(shard, _release_offset(offset, owner)))
                 raise
             if claimed:
-                return _Held(writer, shard, offset, name)
+                return _Held(writer, shard, offset, name, mirror)
             # Another pod holds this address through an overlapping range: give
             # back our pool entry and try the next address.
+            self._unmirror(mirror, offset, owner)
             writer.run(_local_op(shard, _release_offset(offset, owner)))
             blocked.add(offset)
             if want is not None:
@@ -440,9 +496,15 @@ class IPAMService:
             try:
                 if item.reservation is not None:
                     self._drop_reservation(item.reservation, owner)
+                self._unmirror(item.mirror, item.offset, owner)
                 item.writer.run(_local_op(item.shard, _release_offset(item.offset, owner)))
             except WhereaboutsError as error:
                 log.error("rollback of %s failed: %s", item.address, error)
+
+    @staticmethod
+    def _unmirror(mirror: PoolWriter | None, offset: int, owner: Allocation) -> None:
+        if mirror is not None:
+            mirror.run(_release_offset(offset, owner))
 
     def _drop_reservation(self, name: str, owner: Allocation) -> None:
         existing = self.store.get_reservation(name)
@@ -659,8 +721,25 @@ def _result_of(error: BaseException) -> str:
 
 
 def _same_holder(reservation: Reservation, owner: Allocation) -> bool:
+    """Whether ``owner`` is who the reservation names.
+
+    Strict on the container ID when the reservation records one; the Go
+    project's reservations carry only ``podref`` and ``ifname``, and are the
+    owner's when both match (what the Go DEL itself compares).
+    """
     holder = reservation.holder
+    if not holder.container_id:
+        return (
+            _names_a_pod(owner.podref)
+            and holder.podref == owner.podref
+            and holder.ifname == owner.ifname
+        )
     return holder.container_id == owner.container_id and holder.ifname == owner.ifname
+
+
+def _names_a_pod(podref: str) -> bool:
+    namespace, slash, name = podref.partition("/")
+    return bool(slash and namespace and name)
 
 
 def _release_offset(
@@ -680,6 +759,31 @@ def _release_offset(
         return allocations, None
 
     return operation
+
+
+def _mirror_offset(
+    offset: int, owner: Allocation
+) -> Callable[[dict[int, Allocation]], tuple[dict[int, Allocation], bool]]:
+    """An operation that records ``owner`` at ``offset`` unless someone else holds it."""
+
+    def operation(allocations: dict[int, Allocation]) -> tuple[dict[int, Allocation], bool]:
+        holder = allocations.get(offset)
+        if holder == owner:
+            return allocations, True
+        if holder is None or _same_attachment(holder, owner):
+            updated = dict(allocations)
+            updated[offset] = owner
+            return updated, True
+        return allocations, False
+
+    return operation
+
+
+def _same_attachment(holder: Allocation, owner: Allocation) -> bool:
+    """The same pod's interface (a new sandbox) or, without a pod, the same container's."""
+    if _names_a_pod(owner.podref):
+        return holder.podref == owner.podref and holder.ifname == owner.ifname
+    return (holder.container_id, holder.ifname) == (owner.container_id, owner.ifname)
 
 
 def _sweep(

@@ -22,12 +22,14 @@ from whereabouts_py.core.codec import pool_name
 from whereabouts_py.core.ownership import (
     HeldEntry,
     PodState,
+    PoolObject,
     Verdict,
     entries_of,
     judge,
     network_name_of,
     reservation_held_by,
     same_attachment,
+    unmirrored_entries,
 )
 from whereabouts_py.errors import ConflictError, WhereaboutsError, describe
 from whereabouts_py.store.kube import (
@@ -251,7 +253,8 @@ def _release(store: KubeStore, entry: HeldEntry) -> None:
 
 def cmd_check(store: KubeStore, args: argparse.Namespace) -> int:
     reservations = {r.name: r.holder for r in store.list_reservations()}
-    views = pool_views(store.list_pools())
+    snapshots = store.list_pools()
+    views = pool_views(snapshots)
     problems: list[dict[str, Any]] = []
     by_address: dict[tuple[str, str], list[HeldEntry]] = {}
     referenced: set[str] = set()
@@ -281,6 +284,7 @@ def cmd_check(store: KubeStore, args: argparse.Namespace) -> int:
                     + "; ".join(f"{e.pool}: {e.allocation.describe()}" for e in entries),
                 }
             )
+    problems.extend(_hidden_from_go_plugin(snapshots))
     for name in sorted(set(reservations) - referenced):
         problems.append(
             {
@@ -297,6 +301,35 @@ def cmd_check(store: KubeStore, args: argparse.Namespace) -> int:
         "consistent: no address held twice, every reservation has its pool entry", file=sys.stderr
     )
     return 0
+
+
+def _hidden_from_go_plugin(snapshots: Iterable[PoolSnapshot]) -> list[dict[str, Any]]:
+    """Block entries that the Go plugin, running next to us, could hand out again.
+
+    Once a range stored as blocks has the Go plugin's whole-range IPPool, that
+    object is all the Go plugin reads (with reservations, which its DEL deletes
+    by name): an entry of ours missing there is an address it may give to a
+    second pod. The daemons mirror new entries; the reconciler catches up.
+    """
+    objects = [
+        PoolObject(
+            snapshot.name,
+            snapshot.cidr,
+            snapshot.allocations,
+            snapshot.metadata.get("annotations", {}).get(WHOLE_RANGE_ANNOTATION),
+        )
+        for snapshot in snapshots
+    ]
+    return [
+        {
+            "problem": "hidden from the Go plugin",
+            "object": item.entry.address,
+            "detail": f"{item.entry.pool}: {item.entry.allocation.describe()}, but IPPool "
+            f"{item.whole} (the Go plugin's) does not list it; the reconciler copies it there",
+        }
+        for item in unmirrored_entries(objects)
+        if item.clash is None
+    ]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -324,7 +357,9 @@ def build_parser() -> argparse.ArgumentParser:
     release.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     release.set_defaults(handler=cmd_release)
     commands.add_parser(
-        "check", help="consistency: addresses held twice, orphaned reservations; exit 1 if any"
+        "check",
+        help="consistency: addresses held twice, orphaned reservations, addresses the Go "
+        "plugin cannot see; exit 1 if any",
     ).set_defaults(handler=cmd_check)
     return parser
 

@@ -53,6 +53,8 @@ from whereabouts_py.core.ownership import (
     Conflict,
     HeldEntry,
     PodState,
+    PoolObject,
+    Unmirrored,
     Verdict,
     entries_of,
     judge,
@@ -61,6 +63,7 @@ from whereabouts_py.core.ownership import (
     podrefs_of,
     reservation_held_by,
     same_attachment,
+    unmirrored_entries,
 )
 from whereabouts_py.errors import AlreadyExistsError, ConflictError, StoreError, TryAgainError
 from whereabouts_py.metrics import reconciler as metrics
@@ -120,6 +123,8 @@ class SweepReport:
     reservations_deleted: list[str] = field(default_factory=list)
     reservations_created: list[str] = field(default_factory=list)
     conflicts: list[Conflict] = field(default_factory=list)
+    # Block entries copied into the Go plugin's whole-range object (addresses).
+    mirrored: list[str] = field(default_factory=list)
     failures: int = 0
     seconds: float = 0.0
 
@@ -249,6 +254,9 @@ class GarbageCollector:
             podref: pods.get(podref) for podref in podrefs_of(e for e, _ in doomed)
         }
         report.released, report.failures = self._release(doomed, snapshots, states)
+        if self._leading():
+            settled = {entry.key for entry, _ in doomed} | set(contradicted)
+            report.mirrored = self._mirror_blocks(pools, settled)
 
         versions = {reservation.name: reservation.resource_version for reservation in reservations}
         orphans = self._orphans.due(
@@ -394,6 +402,79 @@ class GarbageCollector:
                 time.sleep(random.uniform(0.0, 0.02 * (attempt + 1)))
         raise StoreError(
             f"IPPool {first.pool} kept changing",
+            f"lost {MAX_CAS_ATTEMPTS} compare-and-swap races; the next sweep retries",
+        )
+
+    # --- side by side with the Go plugin ------------------------------------------------
+    def _mirror_blocks(
+        self, pools: Sequence[PoolSnapshot], settled: Collection[tuple[str, int, Allocation]]
+    ) -> list[str]:
+        """Copy live block entries into the Go plugin's whole-range object where it exists.
+
+        The Go plugin reads only that object (and reservations, which its DEL
+        may delete from under us); the daemons mirror every new entry there
+        once it exists, and this catches up entries made before it appeared.
+        An address another attachment holds there is left alone: ``kubectl
+        whereabouts check`` reports it as held twice.
+        """
+        objects = [
+            PoolObject(
+                pool.name,
+                pool.cidr,
+                pool.allocations,
+                (pool.metadata.get("annotations") or {}).get(WHOLE_RANGE_ANNOTATION),
+            )
+            for pool in pools
+        ]
+        missing = [
+            item
+            for item in unmirrored_entries(objects)
+            if item.clash is None and item.entry.key not in settled
+        ]
+        by_whole: dict[tuple[str, str], list[Unmirrored]] = {}
+        for item in missing:
+            by_whole.setdefault((item.whole, item.whole_cidr), []).append(item)
+        mirrored: list[str] = []
+        for (whole, cidr), items in sorted(by_whole.items()):
+            try:
+                mirrored += self._mirror_into(whole, cidr, items)
+            except StoreError as error:
+                metrics.count_failure("mirror")
+                log.warning("could not mirror block entries into IPPool %s: %s", whole, error)
+        return mirrored
+
+    def _mirror_into(self, whole: str, cidr: str, items: Sequence[Unmirrored]) -> list[str]:
+        # A second look at the blocks: an entry released since the sweep's read
+        # must not come back as a mirror.
+        blocks = {item.entry.pool: item.entry.cidr for item in items}
+        current = {name: self.store.get_pool(name, block) for name, block in blocks.items()}
+        live = [
+            item
+            for item in items
+            if current[item.entry.pool].allocations.get(item.entry.offset) == item.entry.allocation
+        ]
+        for attempt in range(MAX_CAS_ATTEMPTS):
+            snapshot = self.store.get_pool(whole, cidr)
+            if snapshot.resource_version is None:
+                return []
+            updated = dict(snapshot.allocations)
+            added: list[str] = []
+            for item in live:
+                if item.offset not in updated:
+                    updated[item.offset] = item.entry.allocation
+                    added.append(item.entry.address)
+            if not added:
+                return []
+            try:
+                self.store.write_pool(snapshot, updated)
+            except ConflictError:
+                time.sleep(random.uniform(0.0, 0.02 * (attempt + 1)))
+                continue
+            log.info("mirrored %d block entries into IPPool %s: %s", len(added), whole, added)
+            metrics.count_repair("mirrored")
+            return added
+        raise StoreError(
+            f"IPPool {whole} kept changing",
             f"lost {MAX_CAS_ATTEMPTS} compare-and-swap races; the next sweep retries",
         )
 
