@@ -79,7 +79,8 @@ def cache_dir() -> Path:
     return cache_root() / "controlplane" / key
 
 
-def _ldflags() -> str:
+def kubernetes_ldflags() -> str:
+    """The linker flags that stamp the pinned Kubernetes version into its binaries."""
     major, minor = KUBERNETES_VERSION.lstrip("v").split(".")[:2]
     flags = ["-s", "-w"]
     for package in ("k8s.io/component-base/version", "k8s.io/client-go/pkg/version"):
@@ -164,7 +165,7 @@ def ensure_binaries(log: Callable[[str], None] | None = None) -> Binaries:
                 package,
                 staging / name,
                 module_dir=GOMOD_DIR,
-                ldflags=_ldflags(),
+                ldflags=kubernetes_ldflags(),
                 name=name,
                 log=emit,
             )

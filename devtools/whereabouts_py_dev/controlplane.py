@@ -115,6 +115,10 @@ class ControlPlane:
     tokens: dict[str, str]
     pids: dict[str, int] = field(default_factory=dict)
     owns_directory: bool = False
+    # Identities beyond IDENTITIES (a cluster's nodes, controller-manager, scheduler).
+    extra_identities: tuple[Identity, ...] = ()
+    # Flags added to kube-apiserver's (a cluster's egress selector, for instance).
+    apiserver_args: tuple[str, ...] = ()
     _processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict, repr=False)
     _tied: bool = field(default=False, repr=False)
 
@@ -139,6 +143,15 @@ class ControlPlane:
     def token(self, identity: str = "admin") -> str:
         return self.tokens[identity]
 
+    @property
+    def identities(self) -> tuple[Identity, ...]:
+        return IDENTITIES + self.extra_identities
+
+    @property
+    def service_account_key(self) -> Path:
+        """The private key that signs ServiceAccount tokens (the controller-manager's too)."""
+        return self.directory / "pki" / "sa.key"
+
     # --- lifecycle ----------------------------------------------------------
     @classmethod
     def start(
@@ -148,8 +161,15 @@ class ControlPlane:
         crd_dirs: Sequence[Path] | None = None,
         die_with_parent: bool = False,
         log_line: bool = True,
+        identities: Sequence[Identity] = (),
+        apiserver_args: Sequence[str] = (),
     ) -> ControlPlane:
-        """Build (once) and start a control plane; return when CRDs are established."""
+        """Build (once) and start a control plane; return when CRDs are established.
+
+        ``identities`` are token users known besides ``IDENTITIES``, each with
+        its kubeconfig (``kubeconfig_for(identity.name)``); ``apiserver_args``
+        are added to kube-apiserver's flags.
+        """
         started = time.monotonic()
         binaries = ensure_binaries()
         owns = directory is None
@@ -171,8 +191,12 @@ class ControlPlane:
             binaries=binaries,
             apiserver_port=free_port(),
             etcd_port=free_port(),
-            tokens={identity.name: secrets.token_hex(16) for identity in IDENTITIES},
+            tokens={
+                identity.name: secrets.token_hex(16) for identity in (*IDENTITIES, *identities)
+            },
             owns_directory=owns,
+            extra_identities=tuple(identities),
+            apiserver_args=tuple(apiserver_args),
         )
         try:
             plane._launch(die_with_parent)
@@ -204,6 +228,11 @@ class ControlPlane:
             tokens=dict(state["tokens"]),
             pids={name: int(pid) for name, pid in state["pids"].items()},
             owns_directory=bool(state.get("owns_directory", False)),
+            extra_identities=tuple(
+                Identity(item["name"], item["user"], tuple(item["groups"]))
+                for item in state.get("extra_identities", [])
+            ),
+            apiserver_args=tuple(state.get("apiserver_args", [])),
         )
 
     def alive(self) -> bool:
@@ -290,7 +319,7 @@ class ControlPlane:
         self._tied = tied
         self.start_apiserver()
         # The serving certificate exists now; clients verify against it.
-        for identity in IDENTITIES:
+        for identity in self.identities:
             self._write_kubeconfig(identity)
 
     def start_apiserver(self) -> None:
@@ -317,6 +346,7 @@ class ControlPlane:
                 f"--service-account-signing-key-file={pki / 'sa.key'}",
                 "--endpoint-reconciler-type=none",
                 "--v=0",
+                *self.apiserver_args,
             ],
             logs / "kube-apiserver.log",
             self._tied,
@@ -404,7 +434,7 @@ class ControlPlane:
 
     def _write_tokens(self) -> None:
         lines = []
-        for identity in IDENTITIES:
+        for identity in self.identities:
             groups = ",".join(identity.groups)
             lines.append(f'{self.tokens[identity.name]},{identity.user},{identity.user},"{groups}"')
         path = self.directory / "tokens.csv"
@@ -464,6 +494,11 @@ class ControlPlane:
             "tokens": self.tokens,
             "pids": self.pids,
             "owns_directory": self.owns_directory,
+            "extra_identities": [
+                {"name": item.name, "user": item.user, "groups": list(item.groups)}
+                for item in self.extra_identities
+            ],
+            "apiserver_args": list(self.apiserver_args),
             "server": self.server,
             "kubeconfig": str(self.kubeconfig),
         }
