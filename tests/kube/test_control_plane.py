@@ -15,6 +15,9 @@ from kubernetes.client.rest import ApiException
 from whereabouts_py_dev.binaries import KUBERNETES_VERSION
 from whereabouts_py_dev.controlplane import ControlPlane, process_running
 
+# Some tests start their own control plane through the devcluster command.
+pytestmark = pytest.mark.kube
+
 GROUP, VERSION = "whereabouts.cni.cncf.io", "v1alpha1"
 
 # An IPPool exactly as the Go whereabouts project writes it.

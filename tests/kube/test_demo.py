@@ -6,6 +6,11 @@ import re
 import subprocess
 import sys
 
+import pytest
+
+# The demo starts a control plane of its own.
+pytestmark = pytest.mark.kube
+
 
 def test_demo_hands_out_distinct_addresses_from_two_nodes() -> None:
     result = subprocess.run(

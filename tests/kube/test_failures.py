@@ -12,6 +12,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from whereabouts_py.cni.install import install_cni
 from whereabouts_py_dev.controlplane import ControlPlane, running
 from whereabouts_py_dev.nodes import SimulatedNodes
@@ -57,6 +59,7 @@ def held(plane: ControlPlane, namespace: str) -> dict[str, dict[str, Any]]:
     }
 
 
+@pytest.mark.kube  # starts a control plane of its own, to restart it
 def test_apiserver_restart_answers_try_again_then_recovers(tmp_path: Path) -> None:
     shim = install_cni(tmp_path / "bin")
     with running(tmp_path / "cp") as plane:

@@ -283,6 +283,7 @@ def test_exhaustion_is_exact_under_concurrency(
     assert len(reservations(control_plane, namespace)) == 6
 
 
+@pytest.mark.netns
 def test_check_gc_and_status(
     shim: Path, node_a: SimulatedNodes, control_plane: ControlPlane, namespace: str
 ) -> None:
