@@ -9,6 +9,7 @@ Standard library only: the CNI shim imports this module.
     ├── InvalidEnvironmentError           4   CNI_* environment missing or malformed
     ├── StoreError                        5   the Kubernetes API failed (I/O)
     │   ├── NotFoundError                 5   the object does not exist
+    │   ├── InvalidNameError              7   a name Kubernetes refuses: never sent
     │   └── ApiUnavailableError          11   not reachable or overloaded (also a TryAgainError)
     ├── DecodeError                       6   stdin or a request is not valid JSON
     ├── ConfigError                       7   the IPAM configuration is invalid
@@ -100,6 +101,12 @@ class NotFoundError(StoreError):
     pass
 
 
+class InvalidNameError(StoreError):
+    """An object name Kubernetes would refuse; the store never sends a request for it."""
+
+    default_code = CODE_INVALID_CONFIG
+
+
 class DecodeError(WhereaboutsError):
     default_code = CODE_DECODE_FAILURE
 
@@ -110,8 +117,7 @@ class ConfigError(WhereaboutsError):
     default_code = CODE_INVALID_CONFIG
 
     def __init__(self, key: str, value: object, problem: str, details: str = "") -> None:
-        shown = value if isinstance(value, str) else repr(value)
-        super().__init__(f"invalid ipam config: {key}={shown!s}: {problem}", details)
+        super().__init__(f"invalid ipam config: {key}={shown(value)}: {problem}", details)
         self.key = key
         self.value = value
 
@@ -180,6 +186,25 @@ _BY_CODE: dict[int, type[WhereaboutsError]] = {
         GarbageCollectionError,
     )
 }
+
+
+# How much of an offending value a message shows.
+SHOWN_CHARACTERS = 200
+
+
+def shown(value: object) -> str:
+    """An offending value for a message: strings as they are, others as repr, both bounded."""
+    if isinstance(value, str):
+        text = value
+    else:
+        import reprlib  # only on an error path
+
+        short = reprlib.Repr()
+        short.maxlevel, short.maxstring, short.maxother = 3, SHOWN_CHARACTERS, SHOWN_CHARACTERS
+        text = short.repr(value)
+    if len(text) > SHOWN_CHARACTERS:
+        return f"{text[:SHOWN_CHARACTERS]}... ({len(text)} characters)"
+    return text
 
 
 def from_code(code: int, msg: str, details: str = "") -> WhereaboutsError:

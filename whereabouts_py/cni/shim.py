@@ -30,6 +30,10 @@ Which daemon socket, first match wins:
    a JSON object is a configuration error);
 4. ``/run/whereabouts-py/daemon.sock``.
 
+Limits (``wire``): stdin larger than 4 MiB is refused with code 7 naming the
+limit (permanent: a retry cannot help), JSON nested deeper than 64 levels with
+code 6; ``CNI_*`` values are checked as the daemon checks them.
+
 Timeouts: a missing socket fails at once; the answer may take 25 s for ADD, DEL
 and GC, 5 s for CHECK and STATUS (env ``WHEREABOUTS_PY_TIMEOUT``, seconds,
 overrides both). An unreachable or silent daemon is code 11 "try again later",
@@ -60,7 +64,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-VERBS = ("ADD", "DEL", "CHECK", "GC", "STATUS", "VERSION")
+VERBS = wire.VERBS
 TIMEOUT_ENV = "WHEREABOUTS_PY_TIMEOUT"
 TIMEOUTS_S = {"ADD": 25.0, "DEL": 25.0, "GC": 25.0, "CHECK": 5.0, "STATUS": 5.0}
 FLAT_FILES = (
@@ -70,25 +74,17 @@ FLAT_FILES = (
 )
 VALID_ATTACHMENTS = "cni.dev/valid-attachments"
 
-# Environment each verb needs (spec 1.1.0, section 2); DEL may come without a netns.
-_REQUIRED_ENV = {
-    "ADD": ("CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME"),
-    "CHECK": ("CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME"),
-    "DEL": ("CNI_CONTAINERID", "CNI_IFNAME"),
-}
-_IFNAME_MAX = 15  # IFNAMSIZ - 1
-_CONTAINER_ID_EXTRA = frozenset("_.-")
-
 
 def main(plugin_type: str | None = None) -> int:
     """Run one CNI invocation; ``plugin_type`` defaults to this executable's file name."""
     cni_version = results.LATEST_VERSION
     try:
         command = _command()
-        stdin = sys.stdin.buffer.read()
+        stdin = sys.stdin.buffer.read(wire.MAX_STDIN_BYTES + 1)
         if command == "VERSION":
             _write(_version_answer(stdin))
             return 0
+        _check_size(stdin)
         config = _decode_config(stdin)
         cni_version = _cni_version(config)
         own_type = plugin_type or os.path.basename(sys.argv[0])
@@ -133,12 +129,22 @@ def _version_answer(stdin: bytes) -> dict[str, Any]:
     requested: object = None
     try:
         config = json.loads(stdin) if stdin.strip() else None
-    except ValueError:
+    except (ValueError, RecursionError):
         config = None
     if isinstance(config, dict):
         requested = config.get("cniVersion")
     answered = requested if requested in results.SUPPORTED_VERSIONS else results.LATEST_VERSION
     return {"cniVersion": answered, "supportedVersions": list(results.SUPPORTED_VERSIONS)}
+
+
+def _check_size(stdin: bytes) -> None:
+    if len(stdin) > wire.MAX_STDIN_BYTES:
+        raise WhereaboutsError(
+            f"the network configuration on stdin is larger than the limit of "
+            f"{wire.MAX_STDIN_BYTES} bytes ({wire.MAX_STDIN_BYTES // wire.MIB} MiB)",
+            "this is permanent, a retry cannot succeed; make the configuration smaller",
+            code=CODE_INVALID_CONFIG,
+        )
 
 
 def _decode_config(stdin: bytes) -> dict[str, Any]:
@@ -148,11 +154,17 @@ def _decode_config(stdin: bytes) -> dict[str, Any]:
         raise DecodeError(
             "the network configuration on stdin is not valid JSON", f"{error}"
         ) from None
+    except RecursionError:
+        raise DecodeError(
+            "the network configuration on stdin nests JSON too deeply",
+            f"at most {wire.MAX_DEPTH} levels of lists and objects are accepted",
+        ) from None
     if not isinstance(config, dict):
         raise DecodeError(
             "the network configuration on stdin is not a JSON object",
             f"got a JSON {type(config).__name__}",
         )
+    wire.check_config_depth(config)
     return config
 
 
@@ -205,37 +217,7 @@ def _type_of(ipam: object) -> object:
 
 
 def _check_environment(command: str) -> None:
-    for name in _REQUIRED_ENV.get(command, ()):
-        if not os.environ.get(name):
-            raise InvalidEnvironmentError(
-                f"{name} is not set", f"the runtime must set {name} for {command}"
-            )
-    container_id = os.environ.get("CNI_CONTAINERID", "")
-    if container_id and not _valid_container_id(container_id):
-        raise InvalidEnvironmentError(
-            f"CNI_CONTAINERID={container_id}: invalid container ID",
-            "it must start with a letter or digit and contain only letters, digits, '_', '.', '-'",
-        )
-    ifname = os.environ.get("CNI_IFNAME", "")
-    if ifname and not _valid_ifname(ifname):
-        raise InvalidEnvironmentError(
-            f"CNI_IFNAME={ifname}: invalid interface name",
-            f"at most {_IFNAME_MAX} characters, not '.' or '..', no '/', ':' or whitespace",
-        )
-
-
-def _valid_container_id(container_id: str) -> bool:
-    return (container_id[0].isascii() and container_id[0].isalnum()) and all(
-        (char.isascii() and char.isalnum()) or char in _CONTAINER_ID_EXTRA for char in container_id
-    )
-
-
-def _valid_ifname(ifname: str) -> bool:
-    return (
-        len(ifname) <= _IFNAME_MAX
-        and ifname not in (".", "..")
-        and not any(char in "/:" or char.isspace() for char in ifname)
-    )
+    wire.check_environment(command, {name: os.environ.get(name, "") for name in wire.FIELDS})
 
 
 def _ipam(config: dict[str, Any], own_type: str) -> dict[str, Any]:
@@ -307,7 +289,7 @@ def _flat_file(configuration_path: object) -> tuple[str, dict[str, Any]] | None:
                 error.strerror or str(error),
                 code=CODE_IO_FAILURE,
             ) from None
-        except ValueError as error:
+        except (ValueError, RecursionError) as error:
             raise ConfigError(
                 "configuration file", path, f"not valid JSON: {error}", "fix or remove the file"
             ) from None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import resource
 import signal
 import sys
 import threading
@@ -20,6 +21,16 @@ from whereabouts_py.metrics import daemon as metrics
 from whereabouts_py.store.kube import KubeStore, connect
 
 log = logging.getLogger("whereabouts_py.daemon")
+
+
+def raise_open_files_limit() -> None:
+    """Let the socket hold as many connections as the hard limit allows (no privilege needed)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (OSError, ValueError) as error:
+            log.warning("cannot raise the open files limit from %d to %d: %s", soft, hard, error)
 
 
 def keep_node_config(config: NodeConfig, period_s: float, stop: threading.Event) -> None:
@@ -50,6 +61,7 @@ def run_daemon(
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    raise_open_files_limit()
     store = KubeStore(connect(kubeconfig), namespace)
     service = IPAMService(
         store, node_name, coordination=coordination, netns_checker=address_configured

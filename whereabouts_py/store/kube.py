@@ -25,6 +25,12 @@ import urllib3
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
+from whereabouts_py.cni.names import (
+    LABEL_RULE,
+    SUBDOMAIN_RULE,
+    is_namespace_name,
+    is_object_name,
+)
 from whereabouts_py.core.allocator import Allocation
 from whereabouts_py.core.codec import (
     decode_allocations,
@@ -37,8 +43,10 @@ from whereabouts_py.errors import (
     AlreadyExistsError,
     ApiUnavailableError,
     ConflictError,
+    InvalidNameError,
     NotFoundError,
     StoreError,
+    shown,
 )
 
 GROUP = "whereabouts.cni.cncf.io"
@@ -56,6 +64,8 @@ TOKEN_TTL_S = 60.0
 # Answers that mean "not now" rather than "no".
 TRANSIENT_STATUSES = frozenset({429, 500, 502, 503, 504})
 USER_AGENT = "whereabouts-py"
+# Readable by every client (the apiserver's --authorization-always-allow-paths).
+READYZ = "/readyz"
 
 
 # Metadata an update must carry over: a PUT replaces the whole object.
@@ -158,7 +168,19 @@ def _translated(action: str) -> Iterator[None]:
     """Turn client exceptions into ours, naming what we were doing."""
     try:
         yield
+    except _StartingForbidden as error:
+        raise ApiUnavailableError(
+            f"{action}: the Kubernetes API server is still starting",
+            f"it answered 403 Forbidden before it was ready ({error.not_ready}); "
+            f"retry in a moment. It said: {_reason(error)}",
+        ) from None
     except ApiException as error:
+        if error.status == 403:
+            raise StoreError(
+                f"{action}: forbidden: {_reason(error)}",
+                "this identity lacks the right named above; grant it through the "
+                "whereabouts-py Role and ClusterRole (manifests/)",
+            ) from None
         if error.status == 409:
             if "already exists" in (error.body or ""):
                 raise AlreadyExistsError(f"{action}: already exists", _reason(error)) from None
@@ -178,6 +200,42 @@ def _translated(action: str) -> Iterator[None]:
                 f"{action}: Kubernetes API not reachable", str(error)
             ) from None
         raise
+
+
+class _StartingForbidden(ApiException):
+    """A 403 from an apiserver whose /readyz fails: its authorizer is not ready yet."""
+
+    def __init__(self, status: int, reason: str | None, body: str, not_ready: str) -> None:
+        super().__init__(status=status, reason=reason)
+        self.body = body
+        self.not_ready = not_ready
+
+
+def _not_ready_checks(body: str) -> str:
+    """The failing checks of a /readyz answer ("[-]informer-sync failed: ...")."""
+    failed = [
+        line[3:].split(" failed", 1)[0] for line in body.splitlines() if line.startswith("[-]")
+    ]
+    return "readyz fails: " + ", ".join(failed) if failed else "readyz fails"
+
+
+def _checked_name(kind: str, name: str) -> str:
+    """``name`` if Kubernetes accepts it for an object; InvalidNameError before any request."""
+    if not is_object_name(name):
+        raise InvalidNameError(
+            f"refusing to send a request for {kind} {shown(name)}: not a valid object name",
+            f"object names are {SUBDOMAIN_RULE}",
+        )
+    return name
+
+
+def _checked_namespace(name: str) -> str:
+    if not is_namespace_name(name):
+        raise InvalidNameError(
+            f"refusing to send a request in namespace {shown(name)}: not a valid namespace name",
+            f"namespace names are {LABEL_RULE}",
+        )
+    return name
 
 
 def _parse_time(value: object) -> dt.datetime | None:
@@ -249,17 +307,40 @@ class _Transport:
             preload_content=True,
         )
         text = response.data.decode("utf-8", errors="replace") if response.data else ""
+        if response.status == 403 and path != READYZ:
+            not_ready = self._not_ready()
+            if not_ready:
+                raise _StartingForbidden(response.status, response.reason, text, not_ready)
         if not 200 <= response.status <= 299:
             raise ApiException(status=response.status, reason=response.reason, body=text)
         answer = json.loads(text) if text else {}
         return answer if isinstance(answer, dict) else {}
 
+    def _not_ready(self) -> str:
+        """Why the apiserver is not ready ("" when it is, or cannot say).
+
+        A kube-apiserver that is starting serves requests before its RBAC
+        caches are filled, and refuses them with 403 meanwhile; /readyz,
+        which every client may read, tells that apart from a real denial.
+        """
+        try:
+            self("GET", READYZ, timeout=(2.0, 3.0))
+        except ApiException as error:
+            return _not_ready_checks(error.body or "")
+        except Exception:  # unreachable: not "starting"; the 403 stands
+            return ""
+        return ""
+
 
 def _objects(group: str, version: str, namespace: str, plural: str, name: str = "") -> str:
-    """The path of a namespaced collection or object; group "" is the core API."""
+    """The path of a namespaced collection or object; group "" is the core API.
+
+    Every segment is percent-encoded, so that no name can reach another path.
+    """
     prefix = "/api" if group == "" else f"/apis/{group}"
-    path = f"{prefix}/{version}/namespaces/{namespace}/{plural}"
-    return f"{path}/{name}" if name else path
+    quote = urllib.parse.quote
+    path = f"{prefix}/{version}/namespaces/{quote(namespace, safe='')}/{plural}"
+    return f"{path}/{quote(name, safe='')}" if name else path
 
 
 def usable_addresses(cidr: str) -> int:
@@ -302,7 +383,7 @@ class KubeStore:
     """
 
     def __init__(self, api_client: client.ApiClient, namespace: str = DEFAULT_NAMESPACE) -> None:
-        self.namespace = namespace
+        self.namespace = _checked_namespace(namespace)
         self._call = _Transport(api_client)
 
     # --- reachability -----------------------------------------------------------
@@ -315,6 +396,7 @@ class KubeStore:
     # --- IPPools ------------------------------------------------------------------
     def get_pool(self, name: str, cidr: str) -> PoolSnapshot:
         """Read a pool; a missing one reads as empty with no resourceVersion."""
+        _checked_name("IPPool", name)
         try:
             with _translated(f"reading IPPool {self.namespace}/{name}"):
                 body = self._call("GET", _objects(GROUP, VERSION, self.namespace, POOLS, name))
@@ -344,6 +426,7 @@ class KubeStore:
         ``status`` (shown by ``kubectl get ippools``) are written in the same
         request; ``size`` and ``network`` default to what the pool had.
         """
+        _checked_name("IPPool", snapshot.name)
         spec = {"range": snapshot.cidr, "allocations": encode_allocations(allocations)}
         status = pool_status(snapshot, allocations, size=size, network=network)
         where = f"IPPool {self.namespace}/{snapshot.name}"
@@ -394,6 +477,7 @@ class KubeStore:
 
     # --- OverlappingRangeIPReservations -------------------------------------------
     def get_reservation(self, name: str) -> Reservation | None:
+        _checked_name("OverlappingRangeIPReservation", name)
         try:
             with _translated(f"reading OverlappingRangeIPReservation {name}"):
                 body = self._call(
@@ -412,6 +496,7 @@ class KubeStore:
 
     def create_reservation(self, name: str, holder: Allocation) -> Reservation:
         """Reserve an address cluster-wide; AlreadyExistsError if someone has it."""
+        _checked_name("OverlappingRangeIPReservation", name)
         body = {
             "apiVersion": f"{GROUP}/{VERSION}",
             "kind": "OverlappingRangeIPReservation",
@@ -425,6 +510,7 @@ class KubeStore:
         return self._reservation_from(answer)
 
     def update_reservation(self, reservation: Reservation, holder: Allocation) -> Reservation:
+        _checked_name("OverlappingRangeIPReservation", reservation.name)
         body = {
             "apiVersion": f"{GROUP}/{VERSION}",
             "kind": "OverlappingRangeIPReservation",
@@ -446,6 +532,7 @@ class KubeStore:
 
     def delete_reservation(self, reservation: Reservation) -> bool:
         """Delete it if unchanged since read; False when it was already gone."""
+        _checked_name("OverlappingRangeIPReservation", reservation.name)
         options = {
             "apiVersion": "v1",
             "kind": "DeleteOptions",
@@ -474,6 +561,7 @@ class KubeStore:
 
     # --- Leases --------------------------------------------------------------------
     def get_lease(self, name: str) -> LeaseRecord | None:
+        _checked_name("Lease", name)
         try:
             with _translated(f"reading Lease {name}"):
                 body = self._call(
@@ -487,6 +575,7 @@ class KubeStore:
         self, current: LeaseRecord | None, name: str, holder: str, duration_s: float
     ) -> LeaseRecord:
         """Take, renew or (holder "") give up a Lease, by compare-and-swap."""
+        _checked_name("Lease", name)
         now = dt.datetime.now(dt.UTC)
         spec: dict[str, Any] = {
             "holderIdentity": holder,
@@ -527,6 +616,8 @@ class KubeStore:
     # --- Pods (read only) ----------------------------------------------------------
     def get_pod(self, namespace: str, name: str) -> PodState | None:
         """The pod as it is now, or None when no pod has that name."""
+        _checked_namespace(namespace)
+        _checked_name("Pod", name)
         try:
             with _translated(f"reading Pod {namespace}/{name}"):
                 body = self._call("GET", _objects("", "v1", namespace, "pods", name))
@@ -561,6 +652,7 @@ class KubeStore:
         instance: str = "",
     ) -> None:
         """Record a core/v1 Event on ``about`` (in its namespace, as the API requires)."""
+        _checked_namespace(about.namespace)
         now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         involved: dict[str, Any] = {
             "apiVersion": about.api_version,
