@@ -11,8 +11,10 @@ from __future__ import annotations
 import json
 import os
 import socket
+import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,7 +23,9 @@ import pytest
 
 from whereabouts_py.cni import wire
 from whereabouts_py.cni.install import install_cni
-from whereabouts_py_dev.controlplane import ControlPlane
+from whereabouts_py.errors import InvalidNameError, StoreError, WhereaboutsError
+from whereabouts_py.store.kube import KubeStore, PoolSnapshot, connect
+from whereabouts_py_dev.controlplane import ControlPlane, running
 from whereabouts_py_dev.nodes import NodeDaemon, SimulatedNodes
 from whereabouts_py_dev.runtime import Outcome, invoke, pod_args
 
@@ -332,3 +336,70 @@ def test_the_daemon_validates_requests_itself(
     assert len(answer["error"]["msg"]) < 600
     assert objects(control_plane) == before
     no_traceback(node)
+
+
+# --- 5. a 403 from an apiserver that is starting ------------------------------------------------
+def test_a_real_403_is_a_permissions_error_naming_the_right(control_plane: ControlPlane) -> None:
+    store = KubeStore(connect(str(control_plane.kubeconfig_for("nobody"))), NAMESPACE)
+    with pytest.raises(StoreError) as raised:
+        store.get_pool("10.70.0.0-24", "10.70.0.0/24")
+    assert raised.value.code == 5
+    assert "forbidden" in raised.value.msg
+    assert 'cannot get resource "ippools"' in raised.value.msg
+    assert "grant" in raised.value.details
+
+
+def test_a_403_while_the_apiserver_starts_is_try_again(tmp_path: Path) -> None:
+    with running(tmp_path / "cp") as plane:
+        namespace = "starting"
+        plane.kubectl("create", "namespace", namespace)
+        plane.kubectl(
+            "create", "role", "read-pools", "-n", namespace, "--verb=get,list",
+            "--resource=ippools.whereabouts.cni.cncf.io",
+        )  # fmt: skip
+        plane.kubectl(
+            "create", "rolebinding", "read-pools", "-n", namespace, "--role=read-pools",
+            "--user=system:serviceaccount:kube-system:whereabouts-daemon",
+        )  # fmt: skip
+        store = KubeStore(connect(str(plane.kubeconfig_for("daemon"))), namespace)
+        assert store.get_pool("x", "10.0.0.0/24").resource_version is None
+        seen: Counter[tuple[int, str]] = Counter()
+        for _restart in range(4):
+            plane.stop_apiserver()
+            started = threading.Event()
+            starter = threading.Thread(target=start_and_tell, args=(plane, started))
+            starter.start()
+            while not started.is_set():
+                try:
+                    store.get_pool("x", "10.0.0.0/24")
+                except WhereaboutsError as error:
+                    seen[error.code, error.msg.split(": ", 1)[1]] += 1
+            starter.join()
+            if any("still starting" in msg for _code, msg in seen):
+                break
+        # Refused connections and the 403s of the starting apiserver: all "try again".
+        assert {code for code, _msg in seen} == {11}, seen
+        assert any("still starting" in msg for _code, msg in seen), seen
+
+
+def start_and_tell(plane: ControlPlane, started: threading.Event) -> None:
+    plane.start_apiserver()
+    started.set()
+
+
+def test_the_store_refuses_names_kubernetes_would_refuse(control_plane: ControlPlane) -> None:
+    store = KubeStore(connect(str(control_plane.kubeconfig)), NAMESPACE)
+    before = objects(control_plane)
+    for name in ("x/../10.50.0.0-24", "10.50.0.0-24?x", "Upper", "", "a" * 254):
+        with pytest.raises(InvalidNameError) as raised:
+            store.get_pool(name, "10.50.0.0/24")
+        assert raised.value.code == 7
+        with pytest.raises(InvalidNameError):
+            store.write_pool(PoolSnapshot(name, "10.50.0.0/24", {}, None), {})
+        with pytest.raises(InvalidNameError):
+            store.get_reservation(name)
+        with pytest.raises(InvalidNameError):
+            store.get_lease(name)
+    with pytest.raises(InvalidNameError):
+        store.get_pod("../kube-system", "p")
+    assert objects(control_plane) == before

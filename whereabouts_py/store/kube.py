@@ -17,20 +17,12 @@ import time
 import urllib.parse
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from typing import Any
 
-import netaddr
 import urllib3
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
-from whereabouts_py.cni.names import (
-    LABEL_RULE,
-    SUBDOMAIN_RULE,
-    is_namespace_name,
-    is_object_name,
-)
 from whereabouts_py.core.allocator import Allocation
 from whereabouts_py.core.codec import (
     decode_allocations,
@@ -43,11 +35,36 @@ from whereabouts_py.errors import (
     AlreadyExistsError,
     ApiUnavailableError,
     ConflictError,
-    InvalidNameError,
     NotFoundError,
     StoreError,
-    shown,
 )
+from whereabouts_py.store.values import (
+    WHOLE_RANGE_ANNOTATION,
+    LeaseRecord,
+    ObjectRef,
+    PoolSnapshot,
+    Reservation,
+    checked_name,
+    checked_namespace,
+    kept_metadata,
+    pool_status,
+    usable_addresses,
+)
+
+# The values are defined in store.values; they are named here too for the
+# modules that take everything from the store they use.
+__all__ = [
+    "DEFAULT_NAMESPACE",
+    "WHOLE_RANGE_ANNOTATION",
+    "KubeStore",
+    "LeaseRecord",
+    "ObjectRef",
+    "PoolSnapshot",
+    "Reservation",
+    "connect",
+    "pool_status",
+    "usable_addresses",
+]
 
 GROUP = "whereabouts.cni.cncf.io"
 VERSION = "v1alpha1"
@@ -65,75 +82,7 @@ TOKEN_TTL_S = 60.0
 TRANSIENT_STATUSES = frozenset({429, 500, 502, 503, 504})
 USER_AGENT = "whereabouts-py"
 # Readable by every client (the apiserver's --authorization-always-allow-paths).
-READYZ = "/readyz"
-
-
-# Metadata an update must carry over: a PUT replaces the whole object.
-_KEPT_METADATA = ("labels", "annotations", "finalizers", "ownerReferences")
-# On a block of a large range: the whole range it belongs to (core.shards).
-WHOLE_RANGE_ANNOTATION = "whereabouts-py.io/range"
-
-
-def _kept(metadata: Mapping[str, Any]) -> dict[str, Any]:
-    return {key: metadata[key] for key in _KEPT_METADATA if metadata.get(key)}
-
-
-@dataclass(frozen=True)
-class PoolSnapshot:
-    """One IPPool as read: ``resource_version`` is None when it does not exist yet.
-
-    ``metadata`` holds what an update must carry over (labels, annotations,
-    finalizers, owner references), as read.
-    """
-
-    name: str
-    cidr: str
-    allocations: Mapping[int, Allocation]
-    resource_version: str | None
-    metadata: Mapping[str, Any] = field(default_factory=dict, compare=False)
-    status: Mapping[str, Any] = field(default_factory=dict, compare=False)
-
-    @property
-    def status_current(self) -> bool:
-        """Whether ``status.allocated`` matches the entries (the Go project drops status)."""
-        return self.status.get("allocated") == len(self.allocations)
-
-
-@dataclass(frozen=True)
-class Reservation:
-    """One OverlappingRangeIPReservation (a cluster-wide claim on one address)."""
-
-    name: str
-    holder: Allocation
-    resource_version: str
-    metadata: Mapping[str, Any] = field(default_factory=dict, compare=False)
-
-
-@dataclass(frozen=True)
-class LeaseRecord:
-    """A coordination.k8s.io/v1 Lease as read."""
-
-    name: str
-    holder: str
-    renewed: dt.datetime | None
-    duration_s: float
-    resource_version: str
-
-    def held_by_other(self, identity: str, now: dt.datetime) -> bool:
-        if not self.holder or self.holder == identity or self.renewed is None:
-            return False
-        return now < self.renewed + dt.timedelta(seconds=self.duration_s)
-
-
-@dataclass(frozen=True)
-class ObjectRef:
-    """The object a Kubernetes Event is about (its ``involvedObject``)."""
-
-    kind: str
-    api_version: str
-    namespace: str
-    name: str
-    uid: str | None = None
+READYZ = "/readyz?verbose"
 
 
 def connect(kubeconfig: str | None = None, pool_size: int = 32) -> client.ApiClient:
@@ -217,25 +166,6 @@ def _not_ready_checks(body: str) -> str:
         line[3:].split(" failed", 1)[0] for line in body.splitlines() if line.startswith("[-]")
     ]
     return "readyz fails: " + ", ".join(failed) if failed else "readyz fails"
-
-
-def _checked_name(kind: str, name: str) -> str:
-    """``name`` if Kubernetes accepts it for an object; InvalidNameError before any request."""
-    if not is_object_name(name):
-        raise InvalidNameError(
-            f"refusing to send a request for {kind} {shown(name)}: not a valid object name",
-            f"object names are {SUBDOMAIN_RULE}",
-        )
-    return name
-
-
-def _checked_namespace(name: str) -> str:
-    if not is_namespace_name(name):
-        raise InvalidNameError(
-            f"refusing to send a request in namespace {shown(name)}: not a valid namespace name",
-            f"namespace names are {LABEL_RULE}",
-        )
-    return name
 
 
 def _parse_time(value: object) -> dt.datetime | None:
@@ -343,39 +273,6 @@ def _objects(group: str, version: str, namespace: str, plural: str, name: str = 
     return f"{path}/{quote(name, safe='')}" if name else path
 
 
-def usable_addresses(cidr: str) -> int:
-    """Addresses of a range but its network and last address (0 if unreadable)."""
-    try:
-        return max(int(netaddr.IPNetwork(cidr).size) - 2, 0)
-    except (netaddr.AddrFormatError, ValueError, TypeError):
-        return 0
-
-
-def pool_status(
-    snapshot: PoolSnapshot,
-    allocations: Mapping[int, Allocation],
-    *,
-    size: int | None = None,
-    network: str | None = None,
-) -> dict[str, Any]:
-    """The counts ``kubectl get ippools`` shows; fields the Go project ignores."""
-    previous = snapshot.status
-    known_size = previous.get("size")
-    if size is None:
-        size = known_size if isinstance(known_size, int) else usable_addresses(snapshot.cidr)
-    allocated = len(allocations)
-    status: dict[str, Any] = {
-        "size": size,
-        "allocated": allocated,
-        "free": max(size - allocated, 0),
-        "usedPercent": min(100, round(100 * allocated / size)) if size else 100,
-    }
-    network = network if network is not None else previous.get("network")
-    if network:
-        status["network"] = network
-    return status
-
-
 class KubeStore:
     """IPPools, reservations and Leases in one namespace, all by compare-and-swap.
 
@@ -383,7 +280,7 @@ class KubeStore:
     """
 
     def __init__(self, api_client: client.ApiClient, namespace: str = DEFAULT_NAMESPACE) -> None:
-        self.namespace = _checked_namespace(namespace)
+        self.namespace = checked_namespace(namespace)
         self._call = _Transport(api_client)
 
     # --- reachability -----------------------------------------------------------
@@ -396,7 +293,7 @@ class KubeStore:
     # --- IPPools ------------------------------------------------------------------
     def get_pool(self, name: str, cidr: str) -> PoolSnapshot:
         """Read a pool; a missing one reads as empty with no resourceVersion."""
-        _checked_name("IPPool", name)
+        checked_name("IPPool", name)
         try:
             with _translated(f"reading IPPool {self.namespace}/{name}"):
                 body = self._call("GET", _objects(GROUP, VERSION, self.namespace, POOLS, name))
@@ -426,7 +323,7 @@ class KubeStore:
         ``status`` (shown by ``kubectl get ippools``) are written in the same
         request; ``size`` and ``network`` default to what the pool had.
         """
-        _checked_name("IPPool", snapshot.name)
+        checked_name("IPPool", snapshot.name)
         spec = {"range": snapshot.cidr, "allocations": encode_allocations(allocations)}
         status = pool_status(snapshot, allocations, size=size, network=network)
         where = f"IPPool {self.namespace}/{snapshot.name}"
@@ -448,7 +345,7 @@ class KubeStore:
                 "apiVersion": f"{GROUP}/{VERSION}",
                 "kind": "IPPool",
                 "metadata": {
-                    **_kept(snapshot.metadata),
+                    **kept_metadata(snapshot.metadata),
                     "name": snapshot.name,
                     "namespace": self.namespace,
                     "resourceVersion": snapshot.resource_version,
@@ -471,13 +368,13 @@ class KubeStore:
             cidr=str(spec.get("range", "")),
             allocations=decode_allocations(spec, pool=name),
             resource_version=str(metadata.get("resourceVersion")),
-            metadata=_kept(metadata),
+            metadata=kept_metadata(metadata),
             status=dict(body.get("status") or {}),
         )
 
     # --- OverlappingRangeIPReservations -------------------------------------------
     def get_reservation(self, name: str) -> Reservation | None:
-        _checked_name("OverlappingRangeIPReservation", name)
+        checked_name("OverlappingRangeIPReservation", name)
         try:
             with _translated(f"reading OverlappingRangeIPReservation {name}"):
                 body = self._call(
@@ -496,7 +393,7 @@ class KubeStore:
 
     def create_reservation(self, name: str, holder: Allocation) -> Reservation:
         """Reserve an address cluster-wide; AlreadyExistsError if someone has it."""
-        _checked_name("OverlappingRangeIPReservation", name)
+        checked_name("OverlappingRangeIPReservation", name)
         body = {
             "apiVersion": f"{GROUP}/{VERSION}",
             "kind": "OverlappingRangeIPReservation",
@@ -510,12 +407,12 @@ class KubeStore:
         return self._reservation_from(answer)
 
     def update_reservation(self, reservation: Reservation, holder: Allocation) -> Reservation:
-        _checked_name("OverlappingRangeIPReservation", reservation.name)
+        checked_name("OverlappingRangeIPReservation", reservation.name)
         body = {
             "apiVersion": f"{GROUP}/{VERSION}",
             "kind": "OverlappingRangeIPReservation",
             "metadata": {
-                **_kept(reservation.metadata),
+                **kept_metadata(reservation.metadata),
                 "name": reservation.name,
                 "namespace": self.namespace,
                 "resourceVersion": reservation.resource_version,
@@ -532,7 +429,7 @@ class KubeStore:
 
     def delete_reservation(self, reservation: Reservation) -> bool:
         """Delete it if unchanged since read; False when it was already gone."""
-        _checked_name("OverlappingRangeIPReservation", reservation.name)
+        checked_name("OverlappingRangeIPReservation", reservation.name)
         options = {
             "apiVersion": "v1",
             "kind": "DeleteOptions",
@@ -556,12 +453,12 @@ class KubeStore:
             name=name,
             holder=decode_reservation(body.get("spec", {}) or {}, name=name),
             resource_version=str(metadata.get("resourceVersion")),
-            metadata=_kept(metadata),
+            metadata=kept_metadata(metadata),
         )
 
     # --- Leases --------------------------------------------------------------------
     def get_lease(self, name: str) -> LeaseRecord | None:
-        _checked_name("Lease", name)
+        checked_name("Lease", name)
         try:
             with _translated(f"reading Lease {name}"):
                 body = self._call(
@@ -575,7 +472,7 @@ class KubeStore:
         self, current: LeaseRecord | None, name: str, holder: str, duration_s: float
     ) -> LeaseRecord:
         """Take, renew or (holder "") give up a Lease, by compare-and-swap."""
-        _checked_name("Lease", name)
+        checked_name("Lease", name)
         now = dt.datetime.now(dt.UTC)
         spec: dict[str, Any] = {
             "holderIdentity": holder,
@@ -616,8 +513,8 @@ class KubeStore:
     # --- Pods (read only) ----------------------------------------------------------
     def get_pod(self, namespace: str, name: str) -> PodState | None:
         """The pod as it is now, or None when no pod has that name."""
-        _checked_namespace(namespace)
-        _checked_name("Pod", name)
+        checked_namespace(namespace)
+        checked_name("Pod", name)
         try:
             with _translated(f"reading Pod {namespace}/{name}"):
                 body = self._call("GET", _objects("", "v1", namespace, "pods", name))
@@ -652,7 +549,7 @@ class KubeStore:
         instance: str = "",
     ) -> None:
         """Record a core/v1 Event on ``about`` (in its namespace, as the API requires)."""
-        _checked_namespace(about.namespace)
+        checked_namespace(about.namespace)
         now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         involved: dict[str, Any] = {
             "apiVersion": about.api_version,
