@@ -1,17 +1,19 @@
 # One command for the demo, one for every check. Both install what they need:
 # Debian packages (CNI reference plugins, iproute2, openssl, binutils for
-# PyInstaller), a virtualenv with the package and its test extras, and the
-# development tooling (devtools/, the whereabouts-py-dev command) and the
-# pinned control-plane binaries (compiled once with Go, then cached in
-# ~/.cache/whereabouts-py).
+# PyInstaller; containerd, runc, busybox-static and gcc for the real nodes), a
+# virtualenv with the package and its test extras, and the development tooling
+# (devtools/, the whereabouts-py-dev command), the pinned control-plane and node
+# binaries (compiled once with Go, then cached in ~/.cache/whereabouts-py) and
+# the nodes' pause and lab-tools images.
 
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-APT_PACKAGES := containernetworking-plugins iproute2 openssl ca-certificates binutils
+APT_PACKAGES := containernetworking-plugins iproute2 openssl ca-certificates binutils \
+	containerd runc busybox-static gcc libc6-dev iptables util-linux
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test check lint typecheck imports unit setup system-deps controlplane clean
+.PHONY: demo test check lint typecheck imports unit setup system-deps controlplane node-binaries clean
 
 demo: setup
 	$(BIN)/whereabouts-py-dev demo
@@ -35,7 +37,10 @@ $(STAMP): pyproject.toml devtools/pyproject.toml
 controlplane: $(STAMP)
 	$(BIN)/whereabouts-py-dev devcluster build
 
-setup: system-deps $(STAMP) controlplane
+node-binaries: $(STAMP)
+	$(BIN)/python -m whereabouts_py_dev.cluster
+
+setup: system-deps $(STAMP) controlplane node-binaries
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -294,8 +294,10 @@ def import_image(archive: Path, nodes: Iterable[ImportTarget]) -> None:
         raise ImageError(f"no image archive at {archive}")
     for node in nodes:
         done = subprocess.run(
-            ["ctr", "--address", str(node.containerd_socket), "--namespace", "k8s.io",
-             "images", "import", "--digests", str(archive)],
+            ["ctr", "--address", node.containerd_socket.name, "--namespace", "k8s.io",
+             "images", "import", "--digests", str(archive.resolve())],
+            # A socket's path is limited to 107 bytes: connect relative to its directory.
+            cwd=node.containerd_socket.parent,
             capture_output=True,
             text=True,
             check=False,

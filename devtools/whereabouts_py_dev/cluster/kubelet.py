@@ -1,6 +1,6 @@
 """A node's kubelet: its configuration file and command line.
 
-Settings this machine needs (see docs/devcluster.md):
+Settings this machine needs:
 
 * ``failCgroupV1: false``: cgroups are v1 here and this kubelet refuses them
   otherwise; ``cgroupDriver: cgroupfs`` as in containerd; ``failSwapOn: false``.

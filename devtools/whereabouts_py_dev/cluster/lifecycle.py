@@ -54,6 +54,7 @@ from whereabouts_py_dev.netns import LabError, inside_netns
 
 STATE_FILE = "cluster.json"
 EGRESS_SOCKET = "egress.sock"
+MAX_SOCKET_PATH = 107  # sun_path, less its terminating zero
 READY_TIMEOUT_S = 180.0
 MAX_NODES = 26  # node-a ... node-z
 
@@ -183,6 +184,11 @@ class Cluster:
         status("[2/7] control plane (etcd, kube-apiserver)")
         identities = [controllers.CONTROLLER_MANAGER, controllers.SCHEDULER]
         identities += [controllers.node_identity(name) for name in names]
+        if len(str(directory / EGRESS_SOCKET).encode()) > MAX_SOCKET_PATH:
+            raise LabError(
+                f"the cluster directory {directory} is too long for the unix socket "
+                f"{EGRESS_SOCKET} in it (at most {MAX_SOCKET_PATH} bytes): use a shorter --dir"
+            )
         directory.mkdir(parents=True, exist_ok=True)
         egress_config = directory / "egress-selector.yaml"
         egress_config.write_text(egress.egress_selector_config(directory / EGRESS_SOCKET))
@@ -495,7 +501,10 @@ def _ctr_answers(address: Path) -> bool:
     if not address.exists():
         return False
     done = subprocess.run(
-        ["ctr", "--address", str(address), "version"], capture_output=True, check=False
+        ["ctr", "--address", address.name, "version"],
+        cwd=address.parent,  # a socket's path is limited to 107 bytes
+        capture_output=True,
+        check=False,
     )
     return done.returncode == 0
 
