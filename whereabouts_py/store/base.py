@@ -1,0 +1,83 @@
+"""What the daemon and the reconciler need of a store: the ``Store`` protocol.
+
+Two implementations keep the same semantics, held together by one contract
+test (tests/store/test_store_contract.py): ``KubeStore`` (the Kubernetes
+API, the only one the product runs on) and ``MemoryStore`` (its in-memory
+twin, for fast deterministic tests of the logic above it).
+
+The semantics every store keeps:
+
+* Every write of a pool, reservation or Lease is a compare-and-swap on the
+  ``resource_version`` it was read with: a stale one raises
+  ``ConflictError``; creating what exists raises ``AlreadyExistsError``.
+* A missing pool reads as an empty snapshot without ``resource_version``; a
+  missing reservation, Lease or pod reads as None; deleting a reservation
+  that is gone answers False.
+* A name Kubernetes would refuse raises ``InvalidNameError`` before anything
+  is read or written.
+* Unreachable or overloaded: ``ApiUnavailableError``; refused: ``StoreError``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Protocol
+
+from whereabouts_py.core.allocator import Allocation
+from whereabouts_py.core.ownership import PodState
+from whereabouts_py.store.values import LeaseRecord, ObjectRef, PoolSnapshot, Reservation
+
+
+class Store(Protocol):
+    """IPPools, reservations and Leases of one namespace; Pods and Events for the reconciler."""
+
+    namespace: str
+
+    def ping(self) -> str:
+        """The server's version; ApiUnavailableError/StoreError when it cannot be reached."""
+        ...
+
+    def get_pool(self, name: str, cidr: str) -> PoolSnapshot: ...
+
+    def list_pools(self) -> list[PoolSnapshot]: ...
+
+    def write_pool(
+        self,
+        snapshot: PoolSnapshot,
+        allocations: Mapping[int, Allocation],
+        *,
+        annotations: Mapping[str, str] | None = None,
+        size: int | None = None,
+        network: str | None = None,
+    ) -> PoolSnapshot: ...
+
+    def get_reservation(self, name: str) -> Reservation | None: ...
+
+    def list_reservations(self) -> list[Reservation]: ...
+
+    def create_reservation(self, name: str, holder: Allocation) -> Reservation: ...
+
+    def update_reservation(self, reservation: Reservation, holder: Allocation) -> Reservation: ...
+
+    def delete_reservation(self, reservation: Reservation) -> bool: ...
+
+    def get_lease(self, name: str) -> LeaseRecord | None: ...
+
+    def write_lease(
+        self, current: LeaseRecord | None, name: str, holder: str, duration_s: float
+    ) -> LeaseRecord: ...
+
+    def get_pod(self, namespace: str, name: str) -> PodState | None: ...
+
+    def list_pods(self) -> list[PodState]: ...
+
+    def create_event(
+        self,
+        about: ObjectRef,
+        reason: str,
+        message: str,
+        *,
+        warning: bool = False,
+        component: str = "whereabouts-py",
+        instance: str = "",
+    ) -> None: ...

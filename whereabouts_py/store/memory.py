@@ -1,0 +1,281 @@
+"""``MemoryStore``: the ``Store`` protocol in memory, for fast deterministic tests.
+
+It keeps the Kubernetes API's semantics that the logic above relies on
+(compare-and-swap on one resourceVersion counter for every object,
+AlreadyExists, NotFound as None, name rules, Lease times, status counts
+written with every pool write) and lets a test inject failures: ``fail``
+queues errors that the next calls of one method raise, before they touch
+anything, so that a conflict or an outage can be placed at any step of an
+ADD, a DEL or a sweep. ``put_pod`` and ``delete_pod`` stand for the pods
+the kubelet and the apiserver would report. It is held to ``KubeStore``
+by tests/store/test_store_contract.py.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from collections import defaultdict, deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
+
+from whereabouts_py.core.allocator import Allocation
+from whereabouts_py.core.codec import (
+    decode_allocations,
+    decode_reservation,
+    encode_allocations,
+    encode_reservation,
+)
+from whereabouts_py.core.ownership import PodState
+from whereabouts_py.errors import AlreadyExistsError, ConflictError, WhereaboutsError
+from whereabouts_py.store.values import (
+    LeaseRecord,
+    ObjectRef,
+    PoolSnapshot,
+    Reservation,
+    checked_name,
+    checked_namespace,
+    pool_status,
+)
+
+if TYPE_CHECKING:
+    from whereabouts_py.store.base import Store
+    from whereabouts_py.store.kube import KubeStore
+
+SERVER_VERSION = "memory"
+
+
+@dataclass(frozen=True)
+class RecordedEvent:
+    about: ObjectRef
+    reason: str
+    message: str
+    warning: bool
+    component: str
+
+
+class MemoryStore:
+    """One namespace's pools, reservations and Leases, and the cluster's pods, in memory."""
+
+    def __init__(
+        self,
+        namespace: str = "kube-system",
+        *,
+        clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+    ) -> None:
+        self.namespace = checked_namespace(namespace)
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._version = 0
+        self._pools: dict[str, PoolSnapshot] = {}
+        self._reservations: dict[str, Reservation] = {}
+        self._leases: dict[str, LeaseRecord] = {}
+        self._pods: dict[tuple[str, str], PodState] = {}
+        self._faults: dict[str, deque[WhereaboutsError]] = defaultdict(deque)
+        self.events: list[RecordedEvent] = []
+        # How many times each method was called: what a test may assert on.
+        self.calls: dict[str, int] = defaultdict(int)
+
+    # --- for tests ----------------------------------------------------------------
+    def fail(self, method: str, *errors: WhereaboutsError) -> None:
+        """The next calls of ``method`` raise ``errors``, one each, before doing anything."""
+        if not callable(getattr(self, method, None)) or method.startswith("_"):
+            raise ValueError(f"MemoryStore has no method {method!r}")
+        self._faults[method].extend(errors)
+
+    def put_pod(self, pod: PodState) -> None:
+        self._pods[(pod.namespace, pod.name)] = pod
+
+    def delete_pod(self, namespace: str, name: str) -> None:
+        self._pods.pop((namespace, name), None)
+
+    def _enter(self, method: str) -> None:
+        self.calls[method] += 1
+        queued = self._faults.get(method)
+        if queued:
+            raise queued.popleft()
+
+    def _next_version(self) -> str:
+        self._version += 1
+        return str(self._version)
+
+    # --- reachability -----------------------------------------------------------
+    def ping(self) -> str:
+        self._enter("ping")
+        return SERVER_VERSION
+
+    # --- IPPools ------------------------------------------------------------------
+    def get_pool(self, name: str, cidr: str) -> PoolSnapshot:
+        checked_name("IPPool", name)
+        self._enter("get_pool")
+        with self._lock:
+            return self._pools.get(name) or PoolSnapshot(name, cidr, {}, None)
+
+    def list_pools(self) -> list[PoolSnapshot]:
+        self._enter("list_pools")
+        with self._lock:
+            return [self._pools[name] for name in sorted(self._pools)]
+
+    def write_pool(
+        self,
+        snapshot: PoolSnapshot,
+        allocations: Mapping[int, Allocation],
+        *,
+        annotations: Mapping[str, str] | None = None,
+        size: int | None = None,
+        network: str | None = None,
+    ) -> PoolSnapshot:
+        checked_name("IPPool", snapshot.name)
+        self._enter("write_pool")
+        where = f"IPPool {self.namespace}/{snapshot.name}"
+        with self._lock:
+            stored = self._pools.get(snapshot.name)
+            if snapshot.resource_version is None:
+                if stored is not None:
+                    raise AlreadyExistsError(f"creating {where}: already exists")
+                metadata: Mapping[str, Any] = (
+                    {"annotations": dict(annotations)} if annotations else {}
+                )
+            else:
+                if stored is None:
+                    raise ConflictError(f"updating {where}: conflict", "it no longer exists")
+                if stored.resource_version != snapshot.resource_version:
+                    raise ConflictError(
+                        f"updating {where}: conflict",
+                        "the object has been modified; read it again",
+                    )
+                metadata = stored.metadata
+            written = PoolSnapshot(
+                name=snapshot.name,
+                cidr=snapshot.cidr,
+                # Through the CR format, as the API would store them.
+                allocations=decode_allocations(
+                    {"allocations": encode_allocations(allocations)}, pool=snapshot.name
+                ),
+                resource_version=self._next_version(),
+                metadata=metadata,
+                status=pool_status(snapshot, allocations, size=size, network=network),
+            )
+            self._pools[snapshot.name] = written
+            return written
+
+    # --- OverlappingRangeIPReservations -------------------------------------------
+    def get_reservation(self, name: str) -> Reservation | None:
+        checked_name("OverlappingRangeIPReservation", name)
+        self._enter("get_reservation")
+        with self._lock:
+            return self._reservations.get(name)
+
+    def list_reservations(self) -> list[Reservation]:
+        self._enter("list_reservations")
+        with self._lock:
+            return [self._reservations[name] for name in sorted(self._reservations)]
+
+    def create_reservation(self, name: str, holder: Allocation) -> Reservation:
+        checked_name("OverlappingRangeIPReservation", name)
+        self._enter("create_reservation")
+        with self._lock:
+            if name in self._reservations:
+                raise AlreadyExistsError(
+                    f"creating OverlappingRangeIPReservation {name}: already exists"
+                )
+            made = Reservation(name, _as_stored(holder), self._next_version())
+            self._reservations[name] = made
+            return made
+
+    def update_reservation(self, reservation: Reservation, holder: Allocation) -> Reservation:
+        checked_name("OverlappingRangeIPReservation", reservation.name)
+        self._enter("update_reservation")
+        where = f"updating OverlappingRangeIPReservation {reservation.name}"
+        with self._lock:
+            stored = self._reservations.get(reservation.name)
+            if stored is None or stored.resource_version != reservation.resource_version:
+                raise ConflictError(f"{where}: conflict", "the object has been modified")
+            updated = replace(
+                stored, holder=_as_stored(holder), resource_version=self._next_version()
+            )
+            self._reservations[reservation.name] = updated
+            return updated
+
+    def delete_reservation(self, reservation: Reservation) -> bool:
+        checked_name("OverlappingRangeIPReservation", reservation.name)
+        self._enter("delete_reservation")
+        with self._lock:
+            stored = self._reservations.get(reservation.name)
+            if stored is None:
+                return False
+            if stored.resource_version != reservation.resource_version:
+                raise ConflictError(
+                    f"deleting OverlappingRangeIPReservation {reservation.name}: conflict",
+                    "precondition failed: the object has been modified",
+                )
+            del self._reservations[reservation.name]
+            return True
+
+    # --- Leases --------------------------------------------------------------------
+    def get_lease(self, name: str) -> LeaseRecord | None:
+        checked_name("Lease", name)
+        self._enter("get_lease")
+        with self._lock:
+            return self._leases.get(name)
+
+    def write_lease(
+        self, current: LeaseRecord | None, name: str, holder: str, duration_s: float
+    ) -> LeaseRecord:
+        checked_name("Lease", name)
+        self._enter("write_lease")
+        with self._lock:
+            stored = self._leases.get(name)
+            if current is None and stored is not None:
+                raise AlreadyExistsError(f"creating Lease {name}: already exists")
+            if current is not None and (
+                stored is None or stored.resource_version != current.resource_version
+            ):
+                raise ConflictError(f"updating Lease {name}: conflict")
+            # The API stores whole seconds (leaseDurationSeconds) and microseconds.
+            record = LeaseRecord(
+                name=name,
+                holder=holder,
+                renewed=self._clock().astimezone(dt.UTC),
+                duration_s=float(max(1, round(duration_s))),
+                resource_version=self._next_version(),
+            )
+            self._leases[name] = record
+            return record
+
+    # --- Pods (read only) ----------------------------------------------------------
+    def get_pod(self, namespace: str, name: str) -> PodState | None:
+        checked_namespace(namespace)
+        checked_name("Pod", name)
+        self._enter("get_pod")
+        return self._pods.get((namespace, name))
+
+    def list_pods(self) -> list[PodState]:
+        self._enter("list_pods")
+        return [self._pods[key] for key in sorted(self._pods)]
+
+    # --- Events ----------------------------------------------------------------------
+    def create_event(
+        self,
+        about: ObjectRef,
+        reason: str,
+        message: str,
+        *,
+        warning: bool = False,
+        component: str = "whereabouts-py",
+        instance: str = "",
+    ) -> None:
+        checked_namespace(about.namespace)
+        self._enter("create_event")
+        self.events.append(RecordedEvent(about, reason, message[:1024], warning, component))
+
+
+def _as_stored(holder: Allocation) -> Allocation:
+    """What a reservation keeps of its holder: what its CR format carries."""
+    return decode_reservation(encode_reservation(holder))
+
+
+if TYPE_CHECKING:  # mypy holds both stores to the protocol
+    _memory_is_a_store: type[Store] = MemoryStore
+    _kube_is_a_store: type[Store] = KubeStore
