@@ -94,9 +94,11 @@ class AddressRange:
     # the number of assignable addresses.
     _skips: tuple[Interval, ...] = field(init=False, repr=False, compare=False)
     _skip_starts: tuple[int, ...] = field(init=False, repr=False, compare=False)
+    _excluded_starts: tuple[int, ...] = field(init=False, repr=False, compare=False)
     _capacity: int = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "excluded", _merge(self.excluded))
         base = self.network.first
         low, high = self.first - base, self.last - base
         blocked = [(start - base, end - base) for start, end in self.excluded]
@@ -112,6 +114,7 @@ class AddressRange:
         capacity = span - sum(end - start + 1 for start, end in skips) if span else 0
         object.__setattr__(self, "_skips", skips)
         object.__setattr__(self, "_skip_starts", tuple(start for start, _ in skips))
+        object.__setattr__(self, "_excluded_starts", tuple(start for start, _ in self.excluded))
         object.__setattr__(self, "_capacity", capacity)
 
     @property
@@ -188,12 +191,13 @@ class AddressRange:
         """Number of assignable addresses (held ones included)."""
         return self._capacity
 
-    def iter_free(self, held: Container[int], start: int | None = None) -> Iterator[int]:
-        """Offsets of assignable addresses not in ``held``, ascending, lazily.
+    def stretches(self, start: int | None = None) -> Iterator[Interval]:
+        """Runs of assignable offsets (inclusive pairs), ascending, lazily.
 
-        Excluded stretches are jumped over, never walked, so a huge exclude in
-        an IPv6 /64 costs nothing; each assignable address is tested once
-        against ``held`` (a set or a mapping keyed by offset).
+        The runs are the gaps between the excluded intervals (and the gateway)
+        inside [first, last]; finding the first one at or after ``start`` is a
+        bisection, and each further one costs one step, so the work depends on
+        the number of exclusions, never on the size of the address space.
         """
         candidate = self.first_offset if start is None else max(start, self.first_offset)
         high = self.last_offset
@@ -206,10 +210,33 @@ class AddressRange:
                 candidate = skips[index][1] + 1
                 continue
             stretch_end = skips[index][0] - 1 if index < len(skips) else high
-            for offset in range(candidate, stretch_end + 1):
+            yield candidate, stretch_end
+            candidate = stretch_end + 1
+
+    def clipped(self, low: int, high: int) -> AddressRange:
+        """This range narrowed to the addresses ``low``..``high`` (integers).
+
+        Only the exclusions that meet the window are kept, so a window costs
+        a bisection, not a pass over every exclusion.
+        """
+        first, last = max(self.first, low), min(self.last, high)
+        starts = self._excluded_starts
+        begin = max(bisect_right(starts, low) - 1, 0)
+        end = bisect_right(starts, high)
+        excluded = tuple((start, stop) for start, stop in self.excluded[begin:end] if stop >= low)
+        return AddressRange(self.network, first, last, excluded, self.gateway)
+
+    def iter_free(self, held: Container[int], start: int | None = None) -> Iterator[int]:
+        """Offsets of assignable addresses not in ``held``, ascending, lazily.
+
+        Excluded stretches are jumped over, never walked, so a huge exclude in
+        an IPv6 /64 costs nothing; each assignable address is tested once
+        against ``held`` (a set or a mapping keyed by offset).
+        """
+        for low, high in self.stretches(start):
+            for offset in range(low, high + 1):
                 if offset not in held:
                     yield offset
-            candidate = stretch_end + 1
 
     def lowest_free(
         self,

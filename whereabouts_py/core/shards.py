@@ -23,7 +23,6 @@ by default (see docs/architecture.md for the migration notes).
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -81,9 +80,7 @@ def _block(rng: AddressRange, index: int) -> Shard:
     first_address = int(rng.network.first) + base
     prefix = _width(rng) - SHARD_BITS
     network = netaddr.IPNetwork(f"{netaddr.IPAddress(first_address, rng.version)}/{prefix}")
-    low = max(rng.first, first_address)
-    high = min(rng.last, first_address + SHARD_SIZE - 1)
-    window = dataclasses.replace(rng, first=low, last=high)
+    window = rng.clipped(first_address, first_address + SHARD_SIZE - 1)
     return Shard(rng, network, base, window)
 
 
@@ -94,29 +91,34 @@ def shard_of(rng: AddressRange, offset: int) -> Shard:
     return _block(rng, offset >> SHARD_BITS)
 
 
-def shard_indexes(rng: AddressRange) -> range:
-    """Indexes of the blocks that hold assignable addresses (0 for a one-object range)."""
+def shard_indexes(rng: AddressRange, start_index: int = 0) -> Iterator[int]:
+    """Indexes of the blocks holding assignable addresses, ascending, lazily.
+
+    Blocks wholly inside an excluded interval are jumped over, not visited:
+    the blocks come from the range's runs of assignable addresses, so finding
+    the first block after a /32 excluded from an IPv6 /30 is one step, not
+    2**90. A one-object range has the single index 0.
+    """
     if not is_sharded(rng):
-        return range(1)
-    if rng.first > rng.last:
-        return range(0)
-    return range(rng.first_offset >> SHARD_BITS, (rng.last_offset >> SHARD_BITS) + 1)
+        if start_index == 0:
+            yield 0
+        return
+    next_index = start_index
+    for low, high in rng.stretches(start_index << SHARD_BITS):
+        first_index = max(low >> SHARD_BITS, next_index)
+        last_index = high >> SHARD_BITS
+        yield from range(first_index, last_index + 1)
+        next_index = last_index + 1
 
 
 def shards(rng: AddressRange, start_index: int = 0) -> Iterator[Shard]:
-    """Shards holding assignable addresses, lowest first, lazily (a /64 has 2**56)."""
+    """Shards holding assignable addresses, lowest first, lazily (a /64 has 2**58)."""
     if not is_sharded(rng):
         if start_index == 0:
             yield Shard(rng, rng.network, 0, rng)
         return
-    if rng.first > rng.last:
-        return
-    first_index = max(rng.first_offset >> SHARD_BITS, start_index)
-    last_index = rng.last_offset >> SHARD_BITS
-    for index in range(first_index, last_index + 1):
-        shard = _block(rng, index)
-        if shard.window.capacity() > 0:
-            yield shard
+    for index in shard_indexes(rng, start_index):
+        yield _block(rng, index)
 
 
 def shard_for_cidr(rng: AddressRange, cidr: str) -> Shard | None:

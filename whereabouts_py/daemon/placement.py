@@ -91,6 +91,14 @@ class RangeIndex:
             return self.by_container.get((owner.container_id, owner.ifname))
 
 
+def _in_use(shard: Shard, snapshot: PoolSnapshot) -> int:
+    """How many assignable addresses of ``shard`` the pool holds."""
+    window = shard.window
+    return sum(
+        1 for key in snapshot.allocations if window.is_assignable_offset(shard.to_whole(key))
+    )
+
+
 class Placement:
     """Chooses shards; one per daemon."""
 
@@ -113,6 +121,8 @@ class Placement:
                 shard = shard_for_cidr(rng, snapshot.cidr)
                 if shard is not None:
                     index.learn(shard.index, dict(snapshot.allocations))
+                    if _in_use(shard, snapshot) >= shard.window.capacity():
+                        index.mark_full(shard.index)  # no write needed to find that out
             self._indexes[key] = index
             return index
 
@@ -140,12 +150,14 @@ class Placement:
             if claim(shard):
                 tried.add(home)
                 yield shard
+        # Blocks come from the range's runs of assignable addresses: excluded
+        # stretches are jumped over, so the steps before a free block are
+        # bounded by the blocks in use (full, or held by other nodes), never by
+        # the size of the address space.
         for block in shard_indexes(rng):
             if block in tried or index.is_full(block):
                 continue
             shard = shard_of(rng, block << SHARD_BITS)
-            if shard.window.capacity() == 0:
-                continue
             if not claim(shard):
                 busy.append(shard)
                 continue
@@ -157,9 +169,12 @@ class Placement:
                 tried.add(shard.index)
                 yield shard
         # Shards thought full may have room again.
-        for shard in shards(rng):
-            if shard.index not in tried:
-                yield shard
+        with index.lock:
+            thought_full = sorted(index.full_until)
+        for block in thought_full:
+            if block not in tried:
+                tried.add(block)
+                yield shard_of(rng, block << SHARD_BITS)
 
     def located(self, key: str, rng: AddressRange, owner: Allocation) -> Shard | None:
         """The shard known to hold ``owner`` (by pod or container), if any."""
