@@ -119,6 +119,9 @@ class ControlPlane:
     extra_identities: tuple[Identity, ...] = ()
     # Flags added to kube-apiserver's (a cluster's egress selector, for instance).
     apiserver_args: tuple[str, ...] = ()
+    # Without a controller-manager no ServiceAccount exists, so its admission is off;
+    # a cluster with one turns it on (pods then get their projected tokens).
+    service_account_admission: bool = False
     _processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict, repr=False)
     _tied: bool = field(default=False, repr=False)
 
@@ -163,12 +166,15 @@ class ControlPlane:
         log_line: bool = True,
         identities: Sequence[Identity] = (),
         apiserver_args: Sequence[str] = (),
+        service_account_admission: bool = False,
     ) -> ControlPlane:
         """Build (once) and start a control plane; return when CRDs are established.
 
         ``identities`` are token users known besides ``IDENTITIES``, each with
         its kubeconfig (``kubeconfig_for(identity.name)``); ``apiserver_args``
-        are added to kube-apiserver's flags.
+        are added to kube-apiserver's flags. ``service_account_admission``
+        mounts ServiceAccount tokens into pods (it needs a controller-manager to
+        create each namespace's ``default`` ServiceAccount).
         """
         started = time.monotonic()
         binaries = ensure_binaries()
@@ -197,6 +203,7 @@ class ControlPlane:
             owns_directory=owns,
             extra_identities=tuple(identities),
             apiserver_args=tuple(apiserver_args),
+            service_account_admission=service_account_admission,
         )
         try:
             plane._launch(die_with_parent)
@@ -233,6 +240,7 @@ class ControlPlane:
                 for item in state.get("extra_identities", [])
             ),
             apiserver_args=tuple(state.get("apiserver_args", [])),
+            service_account_admission=bool(state.get("service_account_admission", False)),
         )
 
     def alive(self) -> bool:
@@ -338,7 +346,11 @@ class ControlPlane:
                 f"--secure-port={self.apiserver_port}",
                 f"--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}",
                 "--allow-privileged=true",
-                "--disable-admission-plugins=ServiceAccount",
+                *(
+                    []
+                    if self.service_account_admission
+                    else ["--disable-admission-plugins=ServiceAccount"]
+                ),
                 "--authorization-mode=RBAC",
                 f"--token-auth-file={self.directory / 'tokens.csv'}",
                 "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
@@ -499,6 +511,7 @@ class ControlPlane:
                 for item in self.extra_identities
             ],
             "apiserver_args": list(self.apiserver_args),
+            "service_account_admission": self.service_account_admission,
             "server": self.server,
             "kubeconfig": str(self.kubeconfig),
         }

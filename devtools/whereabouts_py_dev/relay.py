@@ -29,23 +29,28 @@ class ApiRelay:
         self._servers: list[asyncio.Server] = []
         self._streams: set[asyncio.StreamWriter] = set()
 
-    def start(self, netns_names: Sequence[str]) -> None:
+    def start(self, netns_names: Sequence[str], also: Sequence[tuple[str, int]] = ()) -> None:
+        """Listen in every netns on ``127.0.0.1:<port>`` and on each address in ``also``."""
         self._thread.start()
         for netns in netns_names:
-            with inside_netns(netns):
-                listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            try:
-                listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                listener.bind(("127.0.0.1", self.port))
-                listener.listen(64)
-                listener.setblocking(False)
-                started = asyncio.run_coroutine_threadsafe(
-                    asyncio.start_server(self._serve, sock=listener), self._loop
-                )
-                self._servers.append(started.result(timeout=10))
-            except BaseException:
-                listener.close()
-                raise
+            for address in (("127.0.0.1", self.port), *also):
+                self._listen(netns, address)
+
+    def _listen(self, netns: str, address: tuple[str, int]) -> None:
+        with inside_netns(netns):
+            listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            listener.bind(address)
+            listener.listen(64)
+            listener.setblocking(False)
+            started = asyncio.run_coroutine_threadsafe(
+                asyncio.start_server(self._serve, sock=listener), self._loop
+            )
+            self._servers.append(started.result(timeout=10))
+        except BaseException:
+            listener.close()
+            raise
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._streams.add(writer)

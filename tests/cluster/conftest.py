@@ -41,9 +41,21 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
 
 @pytest.fixture
 def cluster_namespace(cluster: Cluster) -> str:
+    """A fresh namespace, once the controller-manager has made its ``default`` ServiceAccount."""
     name = f"t-{uuid.uuid4().hex[:10]}"
     cluster.kubectl("create", "namespace", name)
+    wait_service_account(cluster, name)
     return name
+
+
+def wait_service_account(cluster: Cluster, namespace: str, timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        got = cluster.kubectl("get", "serviceaccount", "-n", namespace, "default", check=False)
+        if got.returncode == 0:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"no ServiceAccount default in {namespace} after {timeout_s:.0f}s")
 
 
 def tools_pod(name: str, node: str, annotations: dict[str, str] | None = None) -> dict[str, Any]:

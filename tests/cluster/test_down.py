@@ -12,7 +12,7 @@ from whereabouts_py_dev.cluster import Cluster, cgroups
 from whereabouts_py_dev.cluster.lifecycle import host_mounts_under
 from whereabouts_py_dev.cluster.node import processes_in_mount_namespace
 
-from .conftest import run_pod, tools_pod
+from .conftest import run_pod, tools_pod, wait_service_account
 
 pytestmark = [pytest.mark.kube, pytest.mark.netns]
 
@@ -35,6 +35,7 @@ def test_down_leaves_nothing_behind(tmp_path: Path) -> None:
     cluster = Cluster.up(directory, 1, tied=True)
     try:
         cluster.kubectl("create", "namespace", "down")
+        wait_service_account(cluster, "down")
         run_pod(cluster, "down", tools_pod("tools", "node-a"))
         node = cluster.nodes[0]
         # What there is to remove, with a pod running: processes, the pod's netns,

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import socket
+import ssl
+import subprocess
 
 import pytest
 
 from whereabouts_py_dev.binaries import KUBERNETES_VERSION
 from whereabouts_py_dev.cluster import Cluster
+from whereabouts_py_dev.netns import inside_netns
 
 from .conftest import kubectl_exec, run_pod, tools_pod
 
@@ -61,3 +65,58 @@ def test_a_pod_on_each_node_runs_with_an_address_from_its_node_cidr(
         addresses["node-b"],
     )
     assert "1 packets received" in answered
+
+
+def test_a_pod_reaches_the_apiserver_in_cluster_with_its_service_account_token(
+    cluster: Cluster, cluster_namespace: str
+) -> None:
+    """From the pod's netns, the ``kubernetes`` Service answers with the projected CA and token.
+
+    busybox's TLS cannot talk to the apiserver, so the request is made from
+    this test, on a socket created inside the pod's network namespace, with
+    what the kubelet mounted into the pod.
+    """
+    pod = run_pod(cluster, cluster_namespace, tools_pod("in-cluster", "node-b"))
+    secrets = "/var/run/secrets/kubernetes.io/serviceaccount"
+    token = kubectl_exec(cluster, cluster_namespace, "in-cluster", "cat", f"{secrets}/token")
+    ca = kubectl_exec(cluster, cluster_namespace, "in-cluster", "cat", f"{secrets}/ca.crt")
+    env = kubectl_exec(cluster, cluster_namespace, "in-cluster", "env")
+    service = dict(line.split("=", 1) for line in env.splitlines() if "=" in line)
+    host, port = service["KUBERNETES_SERVICE_HOST"], int(service["KUBERNETES_SERVICE_PORT"])
+
+    with inside_netns(pod_netns(pod["status"]["podIP"])):
+        raw = socket.create_connection((host, port), timeout=10)
+    context = ssl.create_default_context(cadata=ca)
+    body = json.dumps({"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"})
+    request = (
+        "POST /apis/authentication.k8s.io/v1/selfsubjectreviews HTTP/1.1\r\n"
+        "Host: kubernetes.default.svc\r\nConnection: close\r\n"
+        f"Authorization: Bearer {token}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n{body}"
+    )
+    with context.wrap_socket(raw, server_hostname="kubernetes.default.svc") as tls:
+        tls.sendall(request.encode())
+        answer = b""
+        while chunk := tls.recv(65536):
+            answer += chunk
+    head, _, payload = answer.decode().partition("\r\n\r\n")
+    assert head.startswith("HTTP/1.1 201"), head
+    user = json.loads(payload)["status"]["userInfo"]["username"]
+    assert user == f"system:serviceaccount:{cluster_namespace}:default"
+
+
+def pod_netns(pod_ip: str) -> str:
+    """The ``cni-*`` network namespace whose eth0 holds ``pod_ip``."""
+    listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True)
+    for name in (line.split(" ", 1)[0] for line in listed.stdout.splitlines()):
+        if not name.startswith("cni-"):
+            continue
+        shown = subprocess.run(
+            ["ip", "-n", name, "-4", "-o", "addr", "show", "dev", "eth0"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if f" {pod_ip}/" in shown.stdout:
+            return name
+    raise AssertionError(f"no pod network namespace holds {pod_ip}")

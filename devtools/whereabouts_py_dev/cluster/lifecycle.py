@@ -198,6 +198,7 @@ class Cluster:
             die_with_parent=tied,
             log_line=False,
             apiserver_args=[f"--egress-selector-config-file={egress_config}"],
+            service_account_admission=True,
         )
         tag = _tag(directory)
         topology = network.Topology(tag, tuple(names))
@@ -288,23 +289,32 @@ class Cluster:
         ]
         command += ["--egress-socket", str(self.directory / EGRESS_SOCKET)]
         command += ["--egress-netns", self.topology.router]
+        command += ["--also", f"{network.KUBERNETES_SERVICE_IP}:{network.KUBERNETES_SERVICE_PORT}"]
         for node in self.nodes:
             command += ["--netns", node.netns, "--host", f"{node.name}={node.ip}"]
         log = self.directory / "logs" / "relay.log"
         process = self._spawn("relay", command, log, tied)
         wait_for(
-            lambda: all(self._relay_listens(node.netns) for node in self.nodes),
+            lambda: all(
+                self._relay_listens(node.netns, address)
+                for node in self.nodes
+                for address in (
+                    ("127.0.0.1", self.plane.apiserver_port),
+                    (network.KUBERNETES_SERVICE_IP, network.KUBERNETES_SERVICE_PORT),
+                )
+            ),
             "the apiserver relay",
             lambda: log.read_text(errors="replace"),
             process=process,
         )
 
-    def _relay_listens(self, netns: str) -> bool:
+    @staticmethod
+    def _relay_listens(netns: str, address: tuple[str, int]) -> bool:
         with inside_netns(netns):
             probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         with probe:
             probe.settimeout(1)
-            return probe.connect_ex(("127.0.0.1", self.plane.apiserver_port)) == 0
+            return probe.connect_ex(address) == 0
 
     def _start_node(
         self, node: Node, binaries: NodeBinaries, multus: Path, images: list[Path], tied: bool

@@ -12,7 +12,10 @@ Every node's containerd and kubelet run in the node's netns, so the pods'
 ``manifests/examples`` names as ``master``. Node netns route each other's
 pod CIDRs over the segment, so pods reach pods on other nodes. The host's own
 interfaces, addresses, routes and iptables rules are never touched: the
-apiserver, on the host's loopback, is reached through a relay (``relay``).
+apiserver, on the host's loopback, is reached through a relay (``relay``),
+at ``127.0.0.1:<port>`` and at the ``kubernetes`` Service's address
+(``10.96.0.1:443``, a local address of each node netns), so hostNetwork and
+pod-network clients alike find it the in-cluster way.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from whereabouts_py_dev.controlplane import SERVICE_CLUSTER_IP_RANGE
 from whereabouts_py_dev.links import SEGMENT_BRIDGE, add_address, cable, make_switch
 from whereabouts_py_dev.netns import LabError, ip
 
@@ -30,6 +34,10 @@ SEGMENT_V6 = ipaddress.ip_network("fd59::/64")
 ROUTER_HOST = 1
 NODE_NIC = "eth1"
 POD_CIDR_TEMPLATE = "10.244.{index}.0/24"
+# The ``kubernetes`` Service's ClusterIP (what in-cluster clients dial): a local address
+# of every node netns, where the relay serves it (there is no kube-proxy).
+KUBERNETES_SERVICE_IP = str(ipaddress.ip_network(SERVICE_CLUSTER_IP_RANGE)[1])
+KUBERNETES_SERVICE_PORT = 443
 
 
 def node_ip(index: int) -> str:
@@ -112,6 +120,7 @@ def build(topology: Topology) -> None:
         add_address(netns, NODE_NIC, f"{node_ip(index)}/{SEGMENT_V4.prefixlen}")
         add_address(netns, NODE_NIC, f"{node_ip6(index)}/{SEGMENT_V6.prefixlen}")
         ip("-n", netns, "route", "add", "default", "via", router_ip())
+        ip("-n", netns, "addr", "add", f"{KUBERNETES_SERVICE_IP}/32", "dev", "lo")
         for key in ("net.ipv4.ip_forward", "net.ipv6.conf.all.forwarding"):
             _sysctl(netns, key, "1")
         ip("-n", topology.router, "route", "add", pod_cidr(index), "via", node_ip(index))

@@ -26,21 +26,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--egress-socket", type=Path, required=True)
     parser.add_argument("--egress-netns", required=True, help="where the egress proxy dials from")
     parser.add_argument("--host", action="append", default=[], help="NAME=IP for the proxy")
+    parser.add_argument(
+        "--also", action="append", default=[], help="IP:PORT to serve too in every node netns"
+    )
     args = parser.parse_args(argv)
     hosts = dict(item.split("=", 1) for item in args.host)
-    asyncio.run(
-        _serve(args.port, args.netns, EgressProxy(args.egress_socket, args.egress_netns, hosts))
-    )
+    also = [(item.rsplit(":", 1)[0], int(item.rsplit(":", 1)[1])) for item in args.also]
+    proxy = EgressProxy(args.egress_socket, args.egress_netns, hosts)
+    asyncio.run(_serve(args.port, args.netns, also, proxy))
     return 0
 
 
-async def _serve(port: int, netns: list[str], proxy: EgressProxy) -> None:
+async def _serve(
+    port: int, netns: list[str], also: list[tuple[str, int]], proxy: EgressProxy
+) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     relay = ApiRelay(port)
-    relay.start(netns)
+    relay.start(netns, also)
     await proxy.start()
     print(
         f"relay: apiserver 127.0.0.1:{port} in {', '.join(netns)}; egress {proxy.socket_path}",
