@@ -120,3 +120,21 @@ def pod_netns(pod_ip: str) -> str:
         if f" {pod_ip}/" in shown.stdout:
             return name
     raise AssertionError(f"no pod network namespace holds {pod_ip}")
+
+
+def test_a_node_restarts_its_kubelet_and_containerd_and_keeps_its_pod(
+    cluster: Cluster, cluster_namespace: str
+) -> None:
+    pod = run_pod(cluster, cluster_namespace, tools_pod("survivor", "node-b"))
+    cluster.stop_kubelet("node-b")
+    cluster.stop_containerd("node-b")
+    assert "node-b/kubelet" not in cluster.pids and "node-b/containerd" not in cluster.pids
+    cluster.start_containerd("node-b")
+    cluster.start_kubelet("node-b")
+    cluster.wait_ready(timeout_s=60)
+    # The same sandbox is still there: same address, no restart, still answering exec.
+    again = run_pod(cluster, cluster_namespace, tools_pod("survivor", "node-b"))
+    assert again["status"]["podIP"] == pod["status"]["podIP"]
+    assert again["metadata"]["uid"] == pod["metadata"]["uid"]
+    assert again["status"]["containerStatuses"][0]["restartCount"] == 0
+    assert kubectl_exec(cluster, cluster_namespace, "survivor", "hostname").strip() == "survivor"

@@ -54,6 +54,8 @@ from whereabouts_py_dev.netns import LabError, inside_netns
 
 STATE_FILE = "cluster.json"
 EGRESS_SOCKET = "egress.sock"
+CONTAINERD_CONFIG = "containerd.toml"
+KUBELET_CONFIG = "kubelet.json"
 MAX_SOCKET_PATH = 107  # sun_path, less its terminating zero
 READY_TIMEOUT_S = 180.0
 MAX_NODES = 26  # node-a ... node-z
@@ -325,24 +327,30 @@ class Cluster:
         )
         cgroups.create(node.cgroup_root)
         cni.install(node, multus)
-        containerd_config = node.directory / "containerd.toml"
-        containerd_config.write_text(containerd.config())
-        kubelet_config = node.directory / "kubelet.json"
-        kubelet.write_config(kubelet_config, node.cgroup_root)
+        (node.directory / CONTAINERD_CONFIG).write_text(containerd.config())
+        kubelet.write_config(node.directory / KUBELET_CONFIG, node.cgroup_root)
 
         holder = node.start_holder(tied)
         self.pids[f"{node.name}/holder"] = holder
         self.mount_namespaces[node.name] = mount_namespace(holder)
         self._save()
+        self.start_containerd(node.name, tied=tied)
+        for archive in images:
+            import_image(archive, [node])
+        self.start_kubelet(node.name, tied=tied, binaries=binaries)
 
+    # --- a node's processes, for tests that stop and start them ------------------------------
+    def start_containerd(self, node_name: str, *, tied: bool = True) -> None:
+        """Start the node's containerd (again); return once it answers."""
+        node = self.node(node_name)
         containerd_binary = shutil.which("containerd")
         if containerd_binary is None:
             raise LabError(
                 "containerd is not installed (the Debian package containerd: make setup)"
             )
         process = node.spawn_inside(
-            holder,
-            containerd.command(Path(containerd_binary), containerd_config),
+            self.pids[f"{node.name}/holder"],
+            containerd.command(Path(containerd_binary), node.directory / CONTAINERD_CONFIG),
             "containerd.log",
             tied,
         )
@@ -355,16 +363,33 @@ class Cluster:
             lambda: _tail(node.logs / "containerd.log"),
             process=process,
         )
-        for archive in images:
-            import_image(archive, [node])
+
+    def stop_containerd(self, node_name: str) -> None:
+        """Stop the node's containerd (SIGTERM); its shims and containers keep running."""
+        self._stop_process(f"{node_name}/containerd")
+        self._save()
+
+    def start_kubelet(
+        self, node_name: str, *, tied: bool = True, binaries: NodeBinaries | None = None
+    ) -> None:
+        """Start the node's kubelet (again); it registers or resumes its Node."""
+        node = self.node(node_name)
+        binary = (binaries or ensure_node_binaries()).kubelet
         process = node.spawn_inside(
-            holder,
-            kubelet.command(binaries.kubelet, kubelet_config, node.kubeconfig, node.name, node.ip),
+            self.pids[f"{node.name}/holder"],
+            kubelet.command(
+                binary, node.directory / KUBELET_CONFIG, node.kubeconfig, node.name, node.ip
+            ),
             "kubelet.log",
             tied,
         )
         self._processes[f"{node.name}/kubelet"] = process
         self.pids[f"{node.name}/kubelet"] = process.pid
+        self._save()
+
+    def stop_kubelet(self, node_name: str) -> None:
+        """Stop the node's kubelet (SIGTERM); its pods keep running without it."""
+        self._stop_process(f"{node_name}/kubelet")
         self._save()
 
     def wait_ready(self, timeout_s: float = READY_TIMEOUT_S) -> None:
