@@ -10,6 +10,7 @@ and so do our daemons (that flat file is the Go project's standard one).
 from __future__ import annotations
 
 import ipaddress
+import time
 import uuid
 from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -161,10 +162,18 @@ def _run_check(main: Any, plane: ControlPlane, namespace: str) -> tuple[int, str
     import contextlib
     import io
 
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
-        code = main(["--kubeconfig", str(plane.kubeconfig), "-n", namespace, "-o", "json", "check"])
-    return int(code), out.getvalue()
+    arguments = ["--kubeconfig", str(plane.kubeconfig), "-n", namespace, "-o", "json", "check"]
+    for _ in range(20):
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = main(arguments)
+        if code == 0 or out.getvalue().strip():
+            return int(code), out.getvalue()
+        # A fresh apiserver answers 429 while a resource's watch cache starts.
+        if "answered 429" not in err.getvalue():
+            break
+        time.sleep(0.5)
+    raise AssertionError(f"kubectl whereabouts check failed: {err.getvalue()}")
 
 
 @pytest.fixture

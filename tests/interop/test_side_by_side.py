@@ -323,3 +323,44 @@ def test_reconciler_mirrors_entries_made_before_the_go_object_existed(side: Side
     nxt = side.go("ADD", config, "go-1")
     assert nxt.addresses() == ["10.71.0.4/23"]
     _no_duplicates(side, LARGE)
+
+
+def test_an_empty_whole_range_object_made_first_keeps_the_go_plugin_out_of_our_addresses(
+    side: SideBySide,
+) -> None:
+    """The documented preparation for a range stored as blocks, reservations off."""
+    config = side.network({"range": LARGE, "enable_overlapping_ranges": False})
+    empty = {
+        "apiVersion": "whereabouts.cni.cncf.io/v1alpha1",
+        "kind": "IPPool",
+        "metadata": {"name": "10.71.0.0-23", "namespace": side.namespace},
+        "spec": {"range": LARGE, "allocations": {}},
+    }
+    side.plane.kubectl("apply", "-f", "-", input_text=json.dumps(empty))
+    ours = {f"py-{i}": side.ours("ADD", config, f"py-{i}", node=NODES[i % 2]) for i in range(4)}
+    theirs = {f"go-{i}": side.go("ADD", config, f"go-{i}") for i in range(4)}
+    addresses = _addresses({**ours, **theirs})
+    assert len(addresses) == 8
+    assert len(set(addresses.values())) == 8, addresses
+    _no_duplicates(side, LARGE)
+    code, output = side.check()
+    assert code == 0, output
+
+
+def test_a_pod_name_coming_back_through_ours_does_not_take_what_go_gave_away(
+    side: SideBySide,
+) -> None:
+    """Go's DEL of ours leaves our block entry; the Go plugin reuses the address."""
+    config = side.network({"range": LARGE})
+    assert side.go("ADD", config, "go-seed").ok
+    time.sleep(LEGACY_CACHE_S + 0.2)
+    first = side.ours("ADD", config, "sts-0")
+    assert first.addresses() == ["10.71.0.2/23"]
+    assert side.go("DEL", config, "sts-0").ok  # mirror and reservation gone, block entry left
+    reused = side.go("ADD", config, "go-new")
+    assert reused.addresses() == ["10.71.0.2/23"]
+    back = side.ours("ADD", config, "sts-0", container="ctr-sts-0-b")
+    assert back.ok, back.stdout
+    assert back.addresses() != ["10.71.0.2/23"]
+    _no_duplicates(side, LARGE)
+    assert side.check()[0] == 0
