@@ -138,3 +138,49 @@ def test_a_node_restarts_its_kubelet_and_containerd_and_keeps_its_pod(
     assert again["metadata"]["uid"] == pod["metadata"]["uid"]
     assert again["status"]["containerStatuses"][0]["restartCount"] == 0
     assert kubectl_exec(cluster, cluster_namespace, "survivor", "hostname").strip() == "survivor"
+
+
+def test_multus_adds_a_secondary_network_from_the_pod_annotation(
+    cluster: Cluster, cluster_namespace: str
+) -> None:
+    """A macvlan NAD on every node's eth1: Multus reads it with the node's identity."""
+    nad = {
+        "apiVersion": "k8s.cni.cncf.io/v1",
+        "kind": "NetworkAttachmentDefinition",
+        "metadata": {"name": "segment"},
+        "spec": {
+            "config": json.dumps(
+                {
+                    "cniVersion": "1.0.0",
+                    "type": "macvlan",
+                    "master": "eth1",
+                    "mode": "bridge",
+                    "ipam": {"type": "static", "addresses": [{"address": "10.58.0.21/24"}]},
+                }
+            )
+        },
+    }
+    cluster.kubectl("apply", "-n", cluster_namespace, "-f", "-", input_text=json.dumps(nad))
+    cluster.add_router_address("10.58.0.1/24")
+    annotations = {"k8s.v1.cni.cncf.io/networks": "segment"}
+    pod = run_pod(cluster, cluster_namespace, tools_pod("attached", "node-a", annotations))
+    status = json.loads(pod["metadata"]["annotations"]["k8s.v1.cni.cncf.io/network-status"])
+    assert [(s["interface"], s["ips"]) for s in status] == [
+        ("eth0", [pod["status"]["podIP"]]),
+        ("net1", ["10.58.0.21"]),
+    ]
+    # net1 is on the segment: the router answers over it.
+    answered = kubectl_exec(
+        cluster,
+        cluster_namespace,
+        "attached",
+        "ping",
+        "-c",
+        "1",
+        "-W",
+        "3",
+        "-I",
+        "net1",
+        "10.58.0.1",
+    )
+    assert "1 packets received" in answered

@@ -156,6 +156,10 @@ class Cluster:
             f"no node {name!r} in this cluster ({', '.join(n.name for n in self.nodes)})"
         )
 
+    def add_router_address(self, cidr: str) -> None:
+        """Give the router an address on the segment (a secondary network's gateway)."""
+        network.add_router_address(self.topology, cidr)
+
     def kubectl(self, *args: str, check: bool = True, input_text: str | None = None) -> Any:
         return self.plane.kubectl(*args, check=check, input_text=input_text)
 
