@@ -90,6 +90,12 @@ def _add_api_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--namespace", default="kube-system", help="namespace of the IPPools (install namespace)"
     )
+    parser.add_argument(
+        "--lease-namespace",
+        default=None,
+        help="namespace of our coordination Leases (default: --namespace); the manifests give"
+        " them one of their own, so that no right on kube-system's Leases is needed",
+    )
     parser.add_argument("--metrics-address", default=None, help="HOST:PORT to serve /metrics on")
 
 
@@ -107,6 +113,7 @@ def _daemon(args: argparse.Namespace) -> int:
         cni_conf_dir=args.cni_conf_dir,
         host_conf_dir=args.host_conf_dir,
         cni_conf_refresh_s=args.cni_conf_refresh,
+        lease_namespace=args.lease_namespace,
     )
 
 
@@ -164,6 +171,7 @@ def _reconciler(args: argparse.Namespace) -> int:
         lease_duration_s=args.lease_duration,
         grace_period_s=args.grace_period,
         log_level=args.log_level,
+        lease_namespace=args.lease_namespace,
     )
 
 

@@ -49,6 +49,7 @@ def test_base_applies_on_a_bare_cluster(applied: list[dict[str, Any]]) -> None:
         "CustomResourceDefinition",
         "DaemonSet",
         "Deployment",
+        "Namespace",
         "Role",
         "RoleBinding",
         "Service",
@@ -74,7 +75,10 @@ def can_i(plane: ControlPlane, identity: str, *args: str) -> bool:
 def test_rights_are_least_privilege(control_plane: ControlPlane, applied: list[Any]) -> None:
     ns = ["-n", "kube-system"]
     assert can_i(control_plane, "daemon", "update", "ippools.whereabouts.cni.cncf.io", *ns)
-    assert can_i(control_plane, "daemon", "create", "leases.coordination.k8s.io", *ns)
+    # Our Leases live in a namespace of their own, never next to the control plane's.
+    leases = ["-n", "whereabouts-py-leases"]
+    assert can_i(control_plane, "daemon", "create", "leases.coordination.k8s.io", *leases)
+    assert not can_i(control_plane, "daemon", "create", "leases.coordination.k8s.io", *ns)
     assert not can_i(control_plane, "daemon", "delete", "ippools.whereabouts.cni.cncf.io", *ns)
     assert not can_i(control_plane, "daemon", "list", "pods", "-A")
     assert not can_i(control_plane, "daemon", "get", "secrets", *ns)
@@ -105,8 +109,14 @@ def test_daemon_and_reconciler_work_with_exactly_these_rights(
         "spec": {"nodeName": "node-r", "containers": [{"name": "c", "image": "pause"}]},
     }
     control_plane.kubectl("create", "-f", "-", input_text=json.dumps(pod))
+    lease_flags = ["--lease-namespace", "whereabouts-py-leases"]  # as the manifests set it
     with SimulatedNodes(
-        control_plane, tmp_path / "nodes", ["node-r"], "kube-system", identity="daemon"
+        control_plane,
+        tmp_path / "nodes",
+        ["node-r"],
+        "kube-system",
+        identity="daemon",
+        extra_args=lease_flags,
     ) as nodes:
         env = nodes["node-r"].environment()
         added = invoke(
@@ -126,6 +136,7 @@ def test_daemon_and_reconciler_work_with_exactly_these_rights(
             "kube-system",
             tmp_path / "rec",
             kubeconfig=control_plane.kubeconfig_for("reconciler"),
+            extra_args=lease_flags,
         ) as reconciler:
             control_plane.kubectl(
                 "delete", "pod", "-n", namespace, "rbac-pod", "--grace-period=0", "--force"

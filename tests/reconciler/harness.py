@@ -19,7 +19,7 @@ import sys
 import time
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -115,6 +115,7 @@ def start_reconciler(
     lease_duration_s: float = 5.0,
     grace_period_s: float = 60.0,
     kubeconfig: Path | None = None,
+    extra_args: Sequence[str] = (),
 ) -> Reconciler:
     directory.mkdir(parents=True, exist_ok=True)
     log_path = directory / f"reconciler-{identity}-{uuid.uuid4().hex[:6]}.log"
@@ -138,6 +139,7 @@ def start_reconciler(
         str(lease_duration_s),
         "--grace-period",
         str(grace_period_s),
+        *extra_args,
     ]
     return Reconciler(identity, spawn_tied(command, log_path), log_path, port)
 

@@ -55,6 +55,7 @@ def run_daemon(
     cni_conf_dir: str | None = None,
     host_conf_dir: str = "/etc/cni/net.d/whereabouts.d",
     cni_conf_refresh_s: float = 30.0,
+    lease_namespace: str | None = None,
 ) -> int:
     logging.basicConfig(
         level=getattr(logging, log_level.upper(), logging.INFO),
@@ -62,7 +63,7 @@ def run_daemon(
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     raise_open_files_limit()
-    store = KubeStore(connect(kubeconfig), namespace)
+    store = KubeStore(connect(kubeconfig), namespace, lease_namespace)
     service = IPAMService(
         store, node_name, coordination=coordination, netns_checker=address_configured
     )
@@ -87,10 +88,11 @@ def run_daemon(
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     log.info(
-        "node %s serving %s (namespace %s, API %s)",
+        "node %s serving %s (namespace %s, Leases in %s, API %s)",
         node_name,
         socket_path,
         namespace,
+        store.lease_namespace,
         store.ping(),
     )
     try:

@@ -44,11 +44,11 @@ from typing import Any
 
 import kopf
 
-from whereabouts_py.reconciler.schedule import CronSchedule, parse_cron
 from whereabouts_py.errors import ConfigError, WhereaboutsError
 from whereabouts_py.metrics import reconciler as metrics
 from whereabouts_py.reconciler.collector import GarbageCollector
 from whereabouts_py.reconciler.leader import LeaderElection
+from whereabouts_py.reconciler.schedule import CronSchedule, parse_cron
 from whereabouts_py.store.flatfile import read_flat_file
 from whereabouts_py.store.kube import KubeStore, connect
 
@@ -417,6 +417,7 @@ def run_reconciler(
     lease_duration_s: float = 5.0,
     grace_period_s: float = 60.0,
     log_level: str = "info",
+    lease_namespace: str | None = None,
 ) -> int:
     logging.basicConfig(
         level=getattr(logging, log_level.upper(), logging.INFO),
@@ -431,14 +432,15 @@ def run_reconciler(
         # kopf's own kubeconfig login reads the file that KUBECONFIG names.
         os.environ["KUBECONFIG"] = kubeconfig
     schedule = sweep_schedule(sweep_interval_s, configuration_path)
-    store = KubeStore(connect(kubeconfig), namespace)
+    store = KubeStore(connect(kubeconfig), namespace, lease_namespace)
     if metrics_address:
         metrics.serve(metrics_address)
     log.info(
-        "reconciler identity=%s namespace=%s lease=%s lease_duration=%.1fs "
+        "reconciler identity=%s namespace=%s lease=%s/%s lease_duration=%.1fs "
         "sweeps=%s grace_period=%.1fs API=%s",
         identity,
         namespace,
+        store.lease_namespace,
         LEASE_NAME,
         lease_duration_s,
         schedule.describe(),

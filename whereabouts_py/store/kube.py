@@ -274,13 +274,22 @@ def _objects(group: str, version: str, namespace: str, plural: str, name: str = 
 
 
 class KubeStore:
-    """IPPools, reservations and Leases in one namespace, all by compare-and-swap.
+    """IPPools and reservations in one namespace, all by compare-and-swap.
 
+    Its coordination Leases live in ``lease_namespace`` (default: the same
+    one), so that the right to write them can be granted in a namespace of
+    their own instead of next to the control plane's Leases in kube-system.
     It also reads Pods (any namespace) and records Events, for the reconciler.
     """
 
-    def __init__(self, api_client: client.ApiClient, namespace: str = DEFAULT_NAMESPACE) -> None:
+    def __init__(
+        self,
+        api_client: client.ApiClient,
+        namespace: str = DEFAULT_NAMESPACE,
+        lease_namespace: str | None = None,
+    ) -> None:
         self.namespace = checked_namespace(namespace)
+        self.lease_namespace = checked_namespace(lease_namespace or namespace)
         self._call = _Transport(api_client)
 
     # --- reachability -----------------------------------------------------------
@@ -460,9 +469,9 @@ class KubeStore:
     def get_lease(self, name: str) -> LeaseRecord | None:
         checked_name("Lease", name)
         try:
-            with _translated(f"reading Lease {name}"):
+            with _translated(f"reading Lease {self.lease_namespace}/{name}"):
                 body = self._call(
-                    "GET", _objects(LEASE_GROUP, LEASE_VERSION, self.namespace, LEASES, name)
+                    "GET", _objects(LEASE_GROUP, LEASE_VERSION, self.lease_namespace, LEASES, name)
                 )
         except NotFoundError:
             return None
@@ -481,19 +490,21 @@ class KubeStore:
         }
         if current is None or current.holder != holder:
             spec["acquireTime"] = _micro_time(now)
-        metadata: dict[str, Any] = {"name": name, "namespace": self.namespace}
+        metadata: dict[str, Any] = {"name": name, "namespace": self.lease_namespace}
         body = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": metadata}
         body["spec"] = spec
         if current is None:
-            with _translated(f"creating Lease {name}"):
+            with _translated(f"creating Lease {self.lease_namespace}/{name}"):
                 answer = self._call(
-                    "POST", _objects(LEASE_GROUP, LEASE_VERSION, self.namespace, LEASES), body
+                    "POST", _objects(LEASE_GROUP, LEASE_VERSION, self.lease_namespace, LEASES), body
                 )
         else:
             metadata["resourceVersion"] = current.resource_version
-            with _translated(f"updating Lease {name}"):
+            with _translated(f"updating Lease {self.lease_namespace}/{name}"):
                 answer = self._call(
-                    "PUT", _objects(LEASE_GROUP, LEASE_VERSION, self.namespace, LEASES, name), body
+                    "PUT",
+                    _objects(LEASE_GROUP, LEASE_VERSION, self.lease_namespace, LEASES, name),
+                    body,
                 )
         return self._lease_from(answer, duration_s)
 
