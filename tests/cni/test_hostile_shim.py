@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from whereabouts_py.cni import wire
+from whereabouts_py.cni import limits, wire
 
 
 def nested(depth: int) -> bytes:
@@ -49,7 +49,7 @@ def test_nesting_within_the_limit_is_forwarded(
     run: Any, daemon: Any, network_config: dict[str, Any], attachment_env: dict[str, str]
 ) -> None:
     value: Any = []
-    for _ in range(wire.MAX_DEPTH - 2):
+    for _ in range(limits.MAX_DEPTH - 2):
         value = [value]
     network_config["deep"] = value
     result = run("DEL", network_config, attachment_env, socket_path=daemon.path)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -9,10 +10,12 @@ import pytest
 from whereabouts_py.core.config import (
     FLAT_FILE_CANDIDATES,
     flat_file_candidates,
+    merge_flat_file,
     parse_ipam_config,
     release_view,
 )
 from whereabouts_py.errors import ConfigError
+from whereabouts_py.store.flatfile import read_flat_file
 
 BASE: dict[str, Any] = {"type": "whereabouts", "range": "10.1.0.0/24"}
 
@@ -188,3 +191,17 @@ def test_lease_settings_fit_a_lease(value: Any) -> None:
 def test_long_values_are_shortened_in_messages() -> None:
     error = refused({"network_name": "A" * 100_000})
     assert len(error.msg) < 500 and "100000 characters" in error.msg
+
+
+def test_a_deeply_nested_flat_file_is_a_config_error(tmp_path: Path) -> None:
+    deep: Any = []
+    for _ in range(100):
+        deep = [deep]
+    with pytest.raises(ConfigError) as raised:
+        merge_flat_file(BASE, {"routes": deep})
+    assert "nests JSON deeper" in raised.value.msg
+    flat = tmp_path / "whereabouts.conf"
+    flat.write_text("[" * 5000 + "]" * 5000)
+    with pytest.raises(ConfigError) as unreadable:
+        read_flat_file(str(flat))
+    assert "configuration_path" in unreadable.value.msg

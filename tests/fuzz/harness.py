@@ -35,7 +35,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -434,10 +434,16 @@ def fuzz(
                 elapsed = time.monotonic() - started
                 print(f"  {report.cases} cases, {elapsed:.0f}s", file=sys.stderr, flush=True)
 
+        in_flight: set[Future[None]] = set()
         with ThreadPoolExecutor(max_workers=workers) as pool:
-            list(pool.map(one, numbers))
-            if daemon.process.poll() is not None:
-                raise RuntimeError("the daemon died")
+            try:
+                for number in numbers:
+                    if len(in_flight) >= 2 * workers:
+                        _done, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
+                    in_flight.add(pool.submit(one, number))
+            except KeyboardInterrupt:  # stop early: the cases run so far are reported
+                print("interrupted: finishing the cases in flight", file=sys.stderr)
+            wait(in_flight)
         report.tracebacks += watch.tracebacks
     return report
 

@@ -46,7 +46,7 @@ import json
 import os
 import sys
 
-from whereabouts_py.cni import results, wire
+from whereabouts_py.cni import limits, results, wire
 from whereabouts_py.errors import (
     CODE_INVALID_CONFIG,
     CODE_IO_FAILURE,
@@ -157,7 +157,7 @@ def _decode_config(stdin: bytes) -> dict[str, Any]:
     except RecursionError:
         raise DecodeError(
             "the network configuration on stdin nests JSON too deeply",
-            f"at most {wire.MAX_DEPTH} levels of lists and objects are accepted",
+            f"at most {limits.MAX_DEPTH} levels of lists and objects are accepted",
         ) from None
     if not isinstance(config, dict):
         raise DecodeError(

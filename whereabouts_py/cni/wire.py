@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import socket
 
+from whereabouts_py.cni.limits import MAX_DEPTH, nesting_depth
 from whereabouts_py.cni.names import (
     LABEL_RULE,
     SUBDOMAIN_RULE,
@@ -52,8 +53,6 @@ MIB = 1024 * 1024
 MAX_STDIN_BYTES = 4 * MIB
 # One request line: the configuration re-encoded plus the CNI_* values.
 MAX_MESSAGE_BYTES = 5 * MIB
-# Levels of JSON nesting in a request's configuration (real ones use fewer than 10).
-MAX_DEPTH = 64
 # CNI_* values: real container IDs are 64 characters, interface names at most
 # 15 (IFNAMSIZ - 1), paths at most PATH_MAX.
 MAX_CONTAINER_ID = 256
@@ -93,29 +92,6 @@ def decode(line: bytes) -> dict[str, Any]:
     if not isinstance(message, dict):
         raise DecodeError("malformed message on the daemon socket", "expected a JSON object")
     return message
-
-
-def nesting_depth(value: object, limit: int = MAX_DEPTH) -> int:
-    """How deeply ``value`` nests lists and objects, counted up to ``limit + 1``.
-
-    Iterative, so that no nesting can exhaust the interpreter's stack.
-    """
-    deepest = 0
-    stack: list[tuple[object, int]] = [(value, 0)]
-    while stack:
-        item, depth = stack.pop()
-        if isinstance(item, dict):
-            children: Any = item.values()
-        elif isinstance(item, list):
-            children = item
-        else:
-            continue
-        depth += 1
-        deepest = max(deepest, depth)
-        if deepest > limit:
-            return deepest
-        stack.extend((child, depth) for child in children)
-    return deepest
 
 
 def check_config_depth(config: object) -> None:

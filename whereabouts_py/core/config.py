@@ -37,6 +37,7 @@ from typing import Any
 
 import netaddr
 
+from whereabouts_py.cni.limits import MAX_DEPTH, nesting_depth
 from whereabouts_py.cni.names import SUBDOMAIN_RULE, is_object_name
 from whereabouts_py.core.addresses import AddressRange, parse_address, parse_network, parse_range
 from whereabouts_py.core.codec import pool_name, reservation_name
@@ -616,7 +617,12 @@ def merge_flat_file(ipam: Mapping[str, Any], flat: Mapping[str, Any]) -> dict[st
 
     NAD values win. As in the Go project, null and "" count as missing, and
     objects (``kubernetes``) are merged key by key; lists are never merged.
+    A flat file nested deeper than any configuration may be is refused.
     """
+    if nesting_depth(flat) > MAX_DEPTH:
+        raise ConfigError(
+            "configuration file", "(flat file)", f"nests JSON deeper than {MAX_DEPTH} levels"
+        )
     merged = copy.deepcopy(dict(ipam))
     for key, flat_value in flat.items():
         value = merged.get(key)

@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from whereabouts_py.cni import wire
+from whereabouts_py.cni import limits, wire
 from whereabouts_py.core.config import release_view
 from whereabouts_py.daemon.service import IPAMService
 from whereabouts_py.errors import (
@@ -295,7 +295,7 @@ class DaemonServer:
             except RecursionError:
                 raise DecodeError(
                     "malformed message on the daemon socket",
-                    f"JSON nested deeper than {wire.MAX_DEPTH} levels",
+                    f"JSON nested deeper than {limits.MAX_DEPTH} levels",
                 ) from None
             raw_command = request.get("command")
             command = raw_command if raw_command in wire.VERBS else "?"

@@ -14,11 +14,11 @@ def read_flat_file(configuration_path: str | None) -> dict[str, Any]:
     """The first existing whereabouts.conf of the lookup order, or {}."""
     for candidate in flat_file_candidates(configuration_path):
         path = Path(candidate)
-        if not path.is_file():
-            continue
         try:
+            if not path.is_file():
+                continue
             content = json.loads(path.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
             raise ConfigError("configuration_path", candidate, f"unreadable: {error}") from None
         if not isinstance(content, dict):
             raise ConfigError("configuration_path", candidate, "must hold a JSON object")
