@@ -7,6 +7,7 @@ import json
 import socket
 import ssl
 import subprocess
+import time
 
 import pytest
 
@@ -137,7 +138,17 @@ def test_a_node_restarts_its_kubelet_and_containerd_and_keeps_its_pod(
     assert again["status"]["podIP"] == pod["status"]["podIP"]
     assert again["metadata"]["uid"] == pod["metadata"]["uid"]
     assert again["status"]["containerStatuses"][0]["restartCount"] == 0
-    assert kubectl_exec(cluster, cluster_namespace, "survivor", "hostname").strip() == "survivor"
+    # The restarted kubelet serves exec once it has synced its pods again.
+    deadline = time.monotonic() + 30
+    answered = cluster.kubectl(
+        "exec", "-n", cluster_namespace, "survivor", "--", "hostname", check=False
+    )
+    while answered.returncode != 0 and time.monotonic() < deadline:
+        time.sleep(0.5)
+        answered = cluster.kubectl(
+            "exec", "-n", cluster_namespace, "survivor", "--", "hostname", check=False
+        )
+    assert answered.stdout.strip() == "survivor", answered.stderr
 
 
 def test_multus_adds_a_secondary_network_from_the_pod_annotation(
