@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import contextlib
 import signal
-from collections.abc import Iterator
+import socket
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from types import FrameType
 
@@ -29,12 +31,15 @@ from hypothesis import strategies as st
 from whereabouts_py.core.addresses import AddressRange, parse_range
 from whereabouts_py.core.allocator import Allocation
 from whereabouts_py.core.shards import SHARD_BITS, Shard, is_sharded, shard_indexes, shards
+from whereabouts_py.daemon import deadline
+from whereabouts_py.daemon.deadline import RequestAbandonedError
 from whereabouts_py.daemon.placement import Placement
 from whereabouts_py.store.kube import PoolSnapshot
 
 PROPERTY_SETTINGS = settings(max_examples=200, deadline=None)
 CPU_BUDGET_S = 2.0
 OWNER = Allocation("ctr-new", "default/new-pod", "net1")
+Claim = Callable[[Shard], bool]
 
 
 class OverBudgetError(Exception):
@@ -328,3 +333,52 @@ def test_large_ranges_answer_within_the_budget(data: st.DataObject) -> None:
     assert found is not None
     assert int(rng.network.first) + found == expected
     assert first is not None and first.index == found >> SHARD_BITS
+
+
+# --- work for a client that is gone stops ---------------------------------------------------
+
+
+def busy_everywhere(hang_up_after: int, peer: socket.socket) -> tuple[list[int], Claim]:
+    """A claim that finds every block held by another node; the shim hangs up after N asks."""
+    asked: list[int] = []
+
+    def claim(shard: Shard) -> bool:
+        asked.append(shard.index)
+        if len(asked) == hang_up_after:
+            peer.close()
+        return False
+
+    return asked, claim
+
+
+def test_the_walk_over_blocks_stops_when_the_shim_hangs_up() -> None:
+    rng, _ = parse_range("10.90.0.0/16")  # 1,024 blocks, all held by other nodes
+    served, shim = socket.socketpair()
+    with served, deadline.serving(served):
+        asked, claim = busy_everywhere(5, shim)
+        walk = Placement(list).candidates("range", rng, OWNER, claim)
+        with pytest.raises(RequestAbandonedError, match="hung up"):
+            list(walk)
+    assert len(asked) == 5  # not one more Lease asked for after the hang-up
+    assert RequestAbandonedError("x").code == 11
+
+
+def test_a_shim_that_only_half_closes_is_still_waiting() -> None:
+    rng, _ = parse_range("10.90.0.0/22")
+    served, shim = socket.socketpair()
+    with served, shim, deadline.serving(served):
+        shim.shutdown(socket.SHUT_WR)
+        blocks = list(Placement(list).candidates("range", rng, OWNER, lambda shard: True))
+    assert len(blocks) == 16
+
+
+def test_the_walk_stops_when_the_request_runs_out_of_time() -> None:
+    rng, _ = parse_range("fd00:5::/64")
+    with deadline.serving(None, budget_s=0.0):
+        time.sleep(0.01)
+        with pytest.raises(RequestAbandonedError, match="out of time"):
+            next(Placement(list).candidates("range", rng, OWNER, lambda shard: True))
+    # Outside a request (a batch writer's thread) nothing is ever interrupted.
+    assert deadline.current() is None
+    first = next(Placement(list).candidates("range", rng, OWNER, lambda shard: True))
+    assert first.cidr == "fd00:5::/122"

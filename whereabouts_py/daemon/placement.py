@@ -34,6 +34,7 @@ from whereabouts_py.core.shards import (
     shard_of,
     shards,
 )
+from whereabouts_py.daemon.deadline import checkpoint
 from whereabouts_py.store.kube import PoolSnapshot
 
 # How long a block found full is skipped. Our own DELs clear the mark at once;
@@ -132,7 +133,9 @@ class Placement:
         """Shards to try for a new address, best first.
 
         ``claim`` takes a block's Lease without waiting and says whether this
-        node holds it now; blocks other nodes hold come last.
+        node holds it now; blocks other nodes hold come last. Before each step
+        that costs a request to the API, the serving request's scope is
+        checked, so the walk stops when the client has gone.
         """
         if not is_sharded(rng):
             yield from shards(rng)
@@ -142,11 +145,13 @@ class Placement:
         known = index.where(owner)
         if known is not None:
             tried.add(known)
+            checkpoint("trying the block that holds this attachment")
             yield shard_of(rng, known << SHARD_BITS)
         busy: list[Shard] = []
         home = index.home
         if home is not None and home not in tried and not index.is_full(home):
             shard = shard_of(rng, home << SHARD_BITS)
+            checkpoint(f"claiming block {shard.cidr}")
             if claim(shard):
                 tried.add(home)
                 yield shard
@@ -158,6 +163,7 @@ class Placement:
             if block in tried or index.is_full(block):
                 continue
             shard = shard_of(rng, block << SHARD_BITS)
+            checkpoint(f"claiming block {shard.cidr}")
             if not claim(shard):
                 busy.append(shard)
                 continue
@@ -167,6 +173,7 @@ class Placement:
         for shard in busy:
             if shard.index not in tried:
                 tried.add(shard.index)
+                checkpoint(f"trying block {shard.cidr}")
                 yield shard
         # Shards thought full may have room again.
         with index.lock:
@@ -174,6 +181,7 @@ class Placement:
         for block in thought_full:
             if block not in tried:
                 tried.add(block)
+                checkpoint("trying a block found full before")
                 yield shard_of(rng, block << SHARD_BITS)
 
     def located(self, key: str, rng: AddressRange, owner: Allocation) -> Shard | None:

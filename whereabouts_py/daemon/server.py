@@ -39,6 +39,7 @@ from typing import Any
 
 from whereabouts_py.cni import limits, wire
 from whereabouts_py.core.config import release_view
+from whereabouts_py.daemon import deadline
 from whereabouts_py.daemon.service import IPAMService
 from whereabouts_py.errors import (
     CODE_DECODE_FAILURE,
@@ -270,7 +271,9 @@ class DaemonServer:
     # --- serving --------------------------------------------------------------------------
     def _serve(self, sock: socket.socket, line: bytes) -> None:
         try:
-            answer = self._answer(line)
+            # The work stops at its next step once the shim hangs up (daemon.deadline).
+            with deadline.serving(sock):
+                answer = self._answer(line)
             sock.setblocking(True)
             sock.settimeout(WRITE_TIMEOUT_S)
             try:
