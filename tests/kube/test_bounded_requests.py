@@ -7,6 +7,9 @@ and the IPv6 ones never answered while a daemon thread kept a core busy.
 
 from __future__ import annotations
 
+import datetime as dt
+import ipaddress
+import json
 import os
 import time
 from collections.abc import Iterator
@@ -88,3 +91,74 @@ def test_huge_excludes_give_the_first_address_after_them_at_once(
     pools = control_plane.specs("ippools", namespace)
     ranges = sorted(spec["range"] for spec in pools.values())
     assert ranges == ["10.128.0.0/26", "2001:db9::/122", "fd00::1:0:0:0/122"]
+
+
+def full_blocks_held_elsewhere(plane: ControlPlane, namespace: str, cidr: str) -> int:
+    """Fill every /26 block of ``cidr`` and give each block's Lease to another node."""
+    network = ipaddress.ip_network(cidr)
+    now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    items: list[dict[str, Any]] = []
+    blocks = list(network.subnets(new_prefix=26))
+    for block in blocks:
+        name = f"{block.network_address}-26"
+        allocations = {
+            str(offset): {"id": f"ctr-{name}-{offset}", "podref": f"other/pod-{offset}"}
+            for offset in range(64)
+        }
+        items.append(
+            {
+                "apiVersion": "whereabouts.cni.cncf.io/v1alpha1",
+                "kind": "IPPool",
+                "metadata": {"name": name, "namespace": namespace},
+                "spec": {"range": str(block), "allocations": allocations},
+            }
+        )
+        items.append(
+            {
+                "apiVersion": "coordination.k8s.io/v1",
+                "kind": "Lease",
+                "metadata": {"name": f"whereabouts-py-pool-{name}", "namespace": namespace},
+                "spec": {
+                    "holderIdentity": "other-node",
+                    "leaseDurationSeconds": 3600,
+                    "acquireTime": now,
+                    "renewTime": now,
+                },
+            }
+        )
+    listing = {"apiVersion": "v1", "kind": "List", "items": items}
+    plane.kubectl("create", "-f", "-", input_text=json.dumps(listing))
+    return len(blocks)
+
+
+def test_the_daemon_stops_working_for_a_shim_that_gave_up(
+    node: SimulatedNodes, control_plane: ControlPlane, namespace: str, tmp_path: Path
+) -> None:
+    """A full /20 whose blocks other nodes hold: each block costs a Lease wait (3 s).
+
+    Walking all 64 would take over three minutes; the shim gives up after 2 s,
+    and the daemon must stop at its next block instead of walking on.
+    """
+    blocks = full_blocks_held_elsewhere(control_plane, namespace, "10.70.0.0/20")
+    shim = install_cni(tmp_path / "bin")
+    daemon = node["node-b"]
+    config: dict[str, Any] = {
+        "cniVersion": "1.0.0",
+        "name": "fullnet",
+        "type": "macvlan",
+        "ipam": {"type": "whereabouts", "range": "10.70.0.0/20"},
+    }
+    env = {**daemon.environment(), "WHEREABOUTS_PY_TIMEOUT": "2"}
+    outcome = add(shim, config, env, "late")
+    assert outcome.code == 11, outcome.stdout
+    assert "did not answer within 2s" in outcome.stdout
+
+    deadline = time.monotonic() + 20
+    while "hung up" not in daemon.log.read_text() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    log = daemon.log.read_text()
+    assert "ADD failed (code 11): gave up before" in log and "hung up" in log, log[-3000:]
+    tried = log.count("lease still held elsewhere")
+    time.sleep(4.0)  # more than one block's Lease wait: a walking daemon would try another
+    assert daemon.log.read_text().count("lease still held elsewhere") == tried
+    assert tried < blocks // 4, f"{tried} blocks tried for a shim that left after 2 s"
