@@ -45,6 +45,7 @@ from whereabouts_py_dev.cluster.node import (
     Node,
     kill_mount_namespace,
     mount_namespace,
+    processes_in_mount_namespace,
     spawn,
     wait_for,
 )
@@ -57,6 +58,8 @@ EGRESS_SOCKET = "egress.sock"
 CONTAINERD_CONFIG = "containerd.toml"
 KUBELET_CONFIG = "kubelet.json"
 MAX_SOCKET_PATH = 107  # sun_path, less its terminating zero
+# Every running cluster's tag -> directory, so that a later ``up`` finds what a killed one left.
+REGISTRY = Path("/run/whereabouts-py-dev/clusters")
 READY_TIMEOUT_S = 180.0
 MAX_NODES = 26  # node-a ... node-z
 
@@ -182,6 +185,8 @@ class Cluster:
                 f"a cluster already runs in {directory}; stop it with "
                 f"'whereabouts-py-dev devcluster down --dir {directory}'"
             )
+        for removed in remove_stale_clusters():
+            status(f"removed what a killed cluster left: {removed}")
         status("[1/7] builds (once, then cached): control plane, node binaries, Multus, images")
         ensure_binaries()
         binaries = ensure_node_binaries()
@@ -222,6 +227,7 @@ class Cluster:
         ]
         cluster = cls(plane, directory, topology, nodes)
         cluster._save()
+        _register(tag, directory)
         try:
             cluster._start(binaries, multus, images, tied, status)
         except BaseException:
@@ -471,6 +477,7 @@ class Cluster:
         except ControlPlaneError as error:
             problems.append(str(error))
         problems += _unmount_under(self.directory)
+        _unregister(self.topology.tag)
         if remove_directory and not problems:
             shutil.rmtree(self.directory, ignore_errors=True)
         else:
@@ -585,3 +592,80 @@ def running(directory: Path, node_count: int) -> Iterator[Cluster]:
         yield cluster
     finally:
         cluster.down()
+
+
+def _register(tag: str, directory: Path) -> None:
+    REGISTRY.mkdir(parents=True, exist_ok=True)
+    (REGISTRY / tag).write_text(str(directory) + "\n")
+
+
+def _unregister(tag: str) -> None:
+    (REGISTRY / tag).unlink(missing_ok=True)
+    for directory in (REGISTRY, REGISTRY.parent):
+        with contextlib.suppress(OSError):
+            directory.rmdir()  # only when empty: other clusters may be registered
+
+
+def remove_stale_clusters(min_age_s: float = 120.0) -> list[str]:
+    """Remove what clusters whose caller was killed left behind; name them.
+
+    Every cluster is registered in ``REGISTRY`` (its tag and directory). One
+    is stale when none of its nodes' mount-namespace holders runs any more
+    (they die with a killed caller) or its directory is gone. What is left
+    then is found by name and namespace only, never by a recorded pid (which
+    may belong to someone else by now): processes in the nodes' mount
+    namespaces (runtime shims), the cgroup roots (containers), the pod
+    network namespaces those processes still hold, and the cluster's netns.
+    """
+    removed = []
+    for entry in sorted(REGISTRY.glob("*")) if REGISTRY.is_dir() else []:
+        tag, directory = entry.name, Path(entry.read_text().strip())
+        if time.time() - entry.stat().st_mtime < min_age_s:
+            continue
+        state: dict[str, Any] = {}
+        with contextlib.suppress(OSError, ValueError):
+            state = json.loads((directory / STATE_FILE).read_text())
+        holders = [pid for key, pid in state.get("pids", {}).items() if key.endswith("/holder")]
+        if any(_holder_alive(int(pid)) for pid in holders):
+            continue
+        for mnt_ns in state.get("mount_namespaces", {}).values():
+            survivors = processes_in_mount_namespace(mnt_ns)
+            pod_netns = _pod_netns_held_by(survivors)
+            kill_mount_namespace(mnt_ns)
+            for name in pod_netns:
+                subprocess.run(["ip", "netns", "del", name], capture_output=True, check=False)
+        for hierarchy in cgroups.hierarchies():
+            for root in hierarchy.glob(f"wbc-{tag}-*"):
+                cgroups.remove("/" + root.name)
+        names = [name for name in _netns_names() if name.startswith(f"wbc-{tag}-")]
+        for name in names:
+            subprocess.run(["ip", "netns", "del", name], capture_output=True, check=False)
+        (directory / STATE_FILE).unlink(missing_ok=True)
+        _unregister(tag)
+        removed.append(f"cluster {tag} of {directory}")
+    return removed
+
+
+def _holder_alive(pid: int) -> bool:
+    try:
+        command = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return command[:2] == [b"sleep", b"infinity"]
+
+
+def _pod_netns_held_by(pids: list[int]) -> list[str]:
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            mounts = Path(f"/proc/{pid}/mountinfo").read_text().splitlines()
+            return [
+                line.split()[4].rsplit("/", 1)[-1]
+                for line in mounts
+                if line.split()[4].startswith("/run/netns/cni-")
+            ]
+    return []
+
+
+def _netns_names() -> list[str]:
+    listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=False)
+    return [line.split(" ", 1)[0] for line in listed.stdout.splitlines() if line.strip()]
