@@ -122,7 +122,8 @@ class Placement:
                 shard = shard_for_cidr(rng, snapshot.cidr)
                 if shard is not None:
                     index.learn(shard.index, dict(snapshot.allocations))
-                    if _in_use(shard, snapshot) >= shard.window.capacity():
+                    capacity = shard.window.capacity()
+                    if capacity and _in_use(shard, snapshot) >= capacity:
                         index.mark_full(shard.index)  # no write needed to find that out
             self._indexes[key] = index
             return index
