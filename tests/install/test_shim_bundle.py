@@ -279,7 +279,7 @@ def test_the_image_builds_the_bundle_and_the_daemonset_installs_it() -> None:
     assert f"COPY --from=build /opt/whereabouts-py-shim {IMAGE_BUNDLE}" in dockerfile
     import yaml  # type: ignore[import-untyped]
 
-    daemonset = yaml.safe_load((ROOT / "manifests" / "daemonset.yaml").read_text())
+    daemonset = yaml.safe_load((ROOT / "manifests" / "base" / "daemonset.yaml").read_text())
     args = daemonset["spec"]["template"]["spec"]["initContainers"][0]["args"]
     assert args[0] == "install-cni"
     assert args[args.index("--bundle") + 1] == str(IMAGE_BUNDLE)
