@@ -1,8 +1,12 @@
 # whereabouts-py: one image for the node daemon (with install-cni as its init
 # step) and the reconciler. Build: docker build -t whereabouts-py .
+# BASE_IMAGE may name any Debian bookworm image with python (>= 3.11, venv and
+# pip) at the same path in both stages; `make image` builds one from Debian
+# packages when no registry is reachable (docs/image.md).
 ARG PYTHON_VERSION=3.12.8
+ARG BASE_IMAGE=python:${PYTHON_VERSION}-slim-bookworm
 
-FROM python:${PYTHON_VERSION}-slim-bookworm AS build
+FROM ${BASE_IMAGE} AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY whereabouts_py ./whereabouts_py
@@ -19,7 +23,7 @@ RUN python -m venv /opt/shim-build \
     && /opt/shim-build/bin/pip install --no-cache-dir ".[shim-build]" \
     && /opt/shim-build/bin/whereabouts-py build-shim --out /opt/whereabouts-py-shim
 
-FROM python:${PYTHON_VERSION}-slim-bookworm
+FROM ${BASE_IMAGE}
 ARG VERSION=0.1.0
 LABEL org.opencontainers.image.title="whereabouts-py" \
       org.opencontainers.image.description="Cluster-wide IPAM for Kubernetes secondary networks, compatible with whereabouts" \

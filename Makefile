@@ -3,17 +3,20 @@
 # PyInstaller; containerd, runc, busybox-static and gcc for the real nodes), a
 # virtualenv with the package and its test extras, and the development tooling
 # (devtools/, the whereabouts-py-dev command), the pinned control-plane and node
-# binaries (compiled once with Go, then cached in ~/.cache/whereabouts-py) and
-# the nodes' pause and lab-tools images.
+# binaries (compiled once with Go, then cached in ~/.cache/whereabouts-py),
+# the nodes' pause and lab-tools images and the product image (`make image`:
+# buildah, podman and mmdebstrap build it from the Dockerfile on a Debian base
+# made here, with no registry).
 
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 APT_PACKAGES := containernetworking-plugins iproute2 openssl ca-certificates binutils \
-	containerd runc busybox-static gcc libc6-dev iptables util-linux
+	containerd runc busybox-static gcc libc6-dev iptables util-linux \
+	buildah podman mmdebstrap
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test check lint typecheck imports unit setup system-deps controlplane node-binaries clean
+.PHONY: demo test check lint typecheck imports unit setup system-deps controlplane node-binaries image clean
 
 demo: setup
 	$(BIN)/whereabouts-py-dev demo
@@ -40,7 +43,12 @@ controlplane: $(STAMP)
 node-binaries: $(STAMP)
 	$(BIN)/python -m whereabouts_py_dev.cluster
 
-setup: system-deps $(STAMP) controlplane node-binaries
+# localhost/whereabouts-py:dev as an OCI archive in ~/.cache/whereabouts-py/images,
+# rebuilt only when the Dockerfile, pyproject.toml, README.md or the sources change.
+image: system-deps $(STAMP)
+	$(BIN)/python -m whereabouts_py_dev.image
+
+setup: system-deps $(STAMP) controlplane node-binaries image
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
