@@ -3,7 +3,8 @@
 The flags follow what envtest uses for controller tests, with RBAC switched
 on and static bearer tokens for a fixed set of identities, so that RBAC rules
 written for our ServiceAccounts can be exercised for real. Nothing runs but
-etcd and the apiserver: no controller manager, scheduler or kubelet.
+etcd and the apiserver: no controller manager, scheduler or kubelet (the
+``cluster`` package adds those, and real nodes, around a ControlPlane).
 """
 
 from __future__ import annotations
