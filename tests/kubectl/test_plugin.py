@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from whereabouts_py_dev.controlplane import ControlPlane
 
@@ -92,10 +93,102 @@ def test_pools_table_and_json(control_plane: ControlPlane, seeded: str) -> None:
             "allocated": 2,
             "free": 4,
             "used": "33.3%",
+            "objects": 1,
         }
     ]
     as_yaml = plugin(control_plane, "-n", seeded, "-o", "yaml", "pools").stdout
     assert "pool: 10.55.0.0-29" in as_yaml
+    assert yaml.safe_load(as_yaml) == as_json
+    wide = plugin(control_plane, "pools", "-n", seeded, "-o", "wide")
+    assert wide.returncode == 0, wide.stderr
+    header, row = wide.stdout.strip().splitlines()
+    assert header.split() == ["POOL", "NETWORK", "RANGE", "ALLOCATED", "FREE", "USED", "OBJECTS"]
+    assert row.split() == ["10.55.0.0-29", "10.55.0.0/29", "2", "4", "33.3%", "1"]
+
+
+COMMANDS = [("pools",), ("show", "10.55.0.0-29"), ("leaks",), ("check",)]
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=[c[0] for c in COMMANDS])
+def test_flags_anywhere_as_with_kubectl(
+    control_plane: ControlPlane, seeded: str, command: tuple[str, ...]
+) -> None:
+    before = plugin(control_plane, "-n", seeded, "-o", "json", *command)
+    assert before.returncode == 0, before.stderr
+    expected = json.loads(before.stdout)
+    # check finds the seeded namespace consistent: an empty list; the others list rows.
+    assert (expected == []) == (command[0] == "check"), expected
+    spellings = [
+        [*command, "-n", seeded, "-o", "json"],
+        [*command, f"--namespace={seeded}", "--output=json"],
+        [command[0], "-ojson", *command[1:], "--namespace", seeded],
+        ["-o", "yaml", *command, "-o", "json", "-n", seeded],  # the later flag wins
+    ]
+    for args in spellings:
+        run = plugin(control_plane, *args)
+        assert run.returncode == 0, (args, run.stderr)
+        assert json.loads(run.stdout) == expected, args
+    as_yaml = plugin(control_plane, *command, "-n", seeded, "-o", "yaml")
+    assert as_yaml.returncode == 0, as_yaml.stderr
+    assert yaml.safe_load(as_yaml.stdout) == expected
+    wide = plugin(control_plane, *command, "-o", "wide", "-n", seeded)
+    assert wide.returncode == 0, wide.stderr
+    table = plugin(control_plane, *command, "-n", seeded)
+    assert len(wide.stdout.splitlines()[0].split()) >= len(table.stdout.splitlines()[0].split())
+
+
+def test_kubeconfig_and_context_flags(
+    control_plane: ControlPlane, seeded: str, tmp_path: Path
+) -> None:
+    """--kubeconfig beats $KUBECONFIG; --context picks a context other than the current one."""
+    config = json.loads(control_plane.kubeconfig.read_text())
+    good = config["contexts"][0]["name"]
+    config["clusters"].append({"name": "nowhere", "cluster": {"server": "https://127.0.0.1:9"}})
+    config["contexts"].append(
+        {"name": "nowhere", "context": {"cluster": "nowhere", "user": config["users"][0]["name"]}}
+    )
+    config["current-context"] = "nowhere"
+    two = tmp_path / "two-contexts"
+    two.write_text(json.dumps(config))
+    for args in (
+        ["pools", "--kubeconfig", str(two), "--context", good],
+        ["--kubeconfig", str(two), "--context", good, "pools"],
+        [f"--context={good}", "pools", f"--kubeconfig={two}"],
+    ):
+        run = plugin(control_plane, *args, "-n", seeded, "-o", "json")
+        assert run.returncode == 0, (args, run.stderr)
+        assert [p["range"] for p in json.loads(run.stdout)] == ["10.55.0.0/29"]
+    current = plugin(control_plane, "pools", "--kubeconfig", str(two), "-n", seeded)
+    assert current.returncode == 1
+    assert "Traceback" not in current.stderr
+    unknown = plugin(control_plane, "pools", "--kubeconfig", str(two), "--context", "gone")
+    assert unknown.returncode == 1
+    assert "gone" in unknown.stderr
+    assert "Traceback" not in unknown.stderr
+
+
+@pytest.mark.parametrize(
+    ("command", "own"),
+    [
+        ("pools", []),
+        ("show", ["pool"]),
+        ("leaks", []),
+        ("release", ["address", "--network", "--yes"]),
+        ("check", []),
+    ],
+)
+def test_help_of_each_command_lists_its_options(
+    control_plane: ControlPlane, command: str, own: list[str]
+) -> None:
+    shown = plugin(control_plane, command, "--help")
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.startswith(f"usage: kubectl whereabouts {command}")
+    for option in ["--kubeconfig", "--context", "--namespace", "--output", *own]:
+        assert option in shown.stdout, (command, option)
+    assert "json, yaml" in shown.stdout
+    bad = plugin(control_plane, command, "-o", "xml")
+    assert bad.returncode == 2
+    assert "invalid choice: 'xml'" in bad.stderr
 
 
 def test_show_and_unknown_pool(control_plane: ControlPlane, seeded: str) -> None:
@@ -131,6 +224,12 @@ def test_release_asks_then_releases(control_plane: ControlPlane, seeded: str) ->
         "get", "overlappingrangeipreservations", "-n", seeded, "-o", "name"
     ).stdout.split()
     assert names == ["overlappingrangeipreservation.whereabouts.cni.cncf.io/10.55.0.1"]
+    as_json = plugin(control_plane, "release", "10.55.0.1", "-y", "-o", "json", "-n", seeded)
+    assert as_json.returncode == 0, as_json.stderr
+    assert [(r["address"], r["pod"]) for r in json.loads(as_json.stdout)] == [
+        ("10.55.0.1", f"{seeded}/live")
+    ]
+    assert "released 10.55.0.1" in as_json.stderr
     missing = plugin(control_plane, "-n", seeded, "release", "10.55.0.2", "--yes")
     assert missing.returncode == 1
     assert "10.55.0.2 is not allocated" in missing.stderr

@@ -56,6 +56,7 @@ class PoolView:
     cidr: str
     size: int
     entries: tuple[HeldEntry, ...]
+    objects: int = 1  # IPPool objects that store it: 1, or its blocks (and the Go plugin's)
 
     @property
     def allocated(self) -> int:
@@ -79,6 +80,7 @@ def pool_views(snapshots: Iterable[PoolSnapshot]) -> list[PoolView]:
     """Group IPPool objects by range: a block belongs to the range in its annotation."""
     groups: dict[tuple[str, str], list[HeldEntry]] = {}
     names: dict[tuple[str, str], str] = {}
+    objects: dict[tuple[str, str], int] = {}
     for snapshot in snapshots:
         entries = entries_of(snapshot.name, snapshot.cidr, snapshot.allocations)
         whole = str(snapshot.metadata.get("annotations", {}).get(WHOLE_RANGE_ANNOTATION, ""))
@@ -86,10 +88,11 @@ def pool_views(snapshots: Iterable[PoolSnapshot]) -> list[PoolView]:
         cidr = whole or snapshot.cidr
         key = (network or "", cidr)
         groups.setdefault(key, []).extend(entries)
+        objects[key] = objects.get(key, 0) + 1
         if not whole or key not in names:
             names[key] = _pool_name(network, cidr)
     return [
-        PoolView(names[key], key[0], key[1], _usable(key[1]), tuple(entries))
+        PoolView(names[key], key[0], key[1], _usable(key[1]), tuple(entries), objects[key])
         for key, entries in sorted(groups.items(), key=lambda item: (item[0][0], item[0][1]))
     ]
 
@@ -112,12 +115,20 @@ def _pods_by_ref(store: KubeStore) -> dict[str, PodState]:
 # --- output -------------------------------------------------------------------------------
 
 
-def _emit(rows: list[dict[str, Any]], columns: Sequence[str], output: str) -> None:
+def _emit(
+    rows: list[dict[str, Any]],
+    columns: Sequence[str],
+    output: str,
+    wide: Sequence[str] = (),
+) -> None:
+    """Rows as kubectl prints them: a table (``wide`` adds columns), JSON or YAML."""
+    if output == "wide":
+        columns = [*columns, *wide]
     if output == "json":
         print(json.dumps(rows, indent=2))
         return
     if output == "yaml":
-        import yaml  # type: ignore[import-untyped]
+        import yaml  # type: ignore[import-untyped]  # a declared dependency
 
         print(yaml.safe_dump(rows, sort_keys=False), end="")
         return
@@ -162,10 +173,11 @@ def cmd_pools(store: KubeStore, args: argparse.Namespace) -> int:
             "allocated": view.allocated,
             "free": view.free,
             "used": f"{view.used_percent:.1f}%",
+            "objects": view.objects,
         }
         for view in pool_views(store.list_pools())
     ]
-    _emit(rows, ["POOL", "NETWORK", "RANGE", "ALLOCATED", "FREE", "USED"], args.output)
+    _emit(rows, ["POOL", "NETWORK", "RANGE", "ALLOCATED", "FREE", "USED"], args.output, ["OBJECTS"])
     return 0
 
 
@@ -177,7 +189,7 @@ def cmd_show(store: KubeStore, args: argparse.Namespace) -> int:
             f"no pool named {args.pool} in namespace {store.namespace}", f"pools: {known}"
         )
     rows = [_entry_row(entry) for view in views for entry in view.entries]
-    _emit(rows, ["ADDRESS", "POD", "INTERFACE", "CONTAINER", "NODE"], args.output)
+    _emit(rows, ["ADDRESS", "POD", "INTERFACE", "CONTAINER", "NODE"], args.output, ["POOL"])
     return 0
 
 
@@ -190,7 +202,9 @@ def cmd_leaks(store: KubeStore, args: argparse.Namespace) -> int:
             verdict = judge(entry.address, entry.allocation, pods.get(entry.allocation.podref))
             if verdict is not Verdict.KEEP:
                 rows.append({**_entry_row(entry), "reason": verdict.value})
-    _emit(rows, ["ADDRESS", "POD", "INTERFACE", "NODE", "POOL", "REASON"], args.output)
+    _emit(
+        rows, ["ADDRESS", "POD", "INTERFACE", "NODE", "POOL", "REASON"], args.output, ["CONTAINER"]
+    )
     return 0
 
 
@@ -218,16 +232,21 @@ def cmd_release(store: KubeStore, args: argparse.Namespace) -> int:
             f"{args.address} is allocated in several networks ({networks})",
             "choose one with --network",
         )
+    # With -o json|yaml, stdout carries only the released entries; the talk goes to stderr.
+    talk = sys.stdout if args.output in ("table", "wide") else sys.stderr
     for entry in holders:
-        print(f"{entry.address} in {entry.pool}: {entry.allocation.describe()}")
+        print(f"{entry.address} in {entry.pool}: {entry.allocation.describe()}", file=talk)
     if not args.yes:
-        answer = input("release? [y/N] ").strip().lower()
+        print("release? [y/N] ", end="", file=talk, flush=True)
+        answer = sys.stdin.readline().strip().lower()
         if answer not in ("y", "yes"):
             print("nothing released", file=sys.stderr)
             return 1
     for entry in holders:
         _release(store, entry)
-        print(f"released {entry.address} from {entry.pool}")
+        print(f"released {entry.address} from {entry.pool}", file=talk)
+    if talk is sys.stderr:
+        _emit([_entry_row(entry) for entry in holders], [], args.output)
     return 0
 
 
@@ -332,33 +351,80 @@ def _hidden_from_go_plugin(snapshots: Iterable[PoolSnapshot]) -> list[dict[str, 
     ]
 
 
+OUTPUTS = ("table", "wide", "json", "yaml")
+
+
+def _kubectl_flags(parser: argparse.ArgumentParser, *, defaults: bool) -> None:
+    """The flags kubectl users type on every command, accepted before or after the command.
+
+    The top-level parser holds the defaults; each command's parser repeats the
+    flags with no default, so a flag given after the command overrides and one
+    left out does not reset what was given before it.
+    """
+
+    def default(value: str | None) -> Any:
+        return value if defaults else argparse.SUPPRESS
+
+    group = parser.add_argument_group("kubectl flags")
+    group.add_argument(
+        "--kubeconfig",
+        default=default(None),
+        metavar="PATH",
+        help="kubeconfig file (default: $KUBECONFIG, then ~/.kube/config, then in-cluster)",
+    )
+    group.add_argument(
+        "--context",
+        default=default(None),
+        metavar="NAME",
+        help="kubeconfig context to use (default: its current-context)",
+    )
+    group.add_argument(
+        "-n",
+        "--namespace",
+        default=default(DEFAULT_NAMESPACE),
+        metavar="NAMESPACE",
+        help=f"namespace of the IPPools and reservations (default: {DEFAULT_NAMESPACE})",
+    )
+    group.add_argument(
+        "-o",
+        "--output",
+        choices=OUTPUTS,
+        default=default("table"),
+        metavar="FORMAT",
+        help="one of: " + ", ".join(OUTPUTS) + " (default: table; wide adds columns)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="kubectl whereabouts", description="Inspect and repair whereabouts IP pools."
+        prog="kubectl whereabouts",
+        description="Inspect and repair whereabouts IP pools.",
+        epilog="Flags go before or after the command, as with kubectl: "
+        "kubectl whereabouts pools -o json, kubectl whereabouts -n kube-system leaks.",
     )
-    parser.add_argument("--kubeconfig", default=None, help="kubeconfig (default: $KUBECONFIG)")
-    parser.add_argument(
-        "-n", "--namespace", default=DEFAULT_NAMESPACE, help="namespace of the IPPools"
-    )
-    parser.add_argument("-o", "--output", choices=["table", "json", "yaml"], default="table")
+    _kubectl_flags(parser, defaults=True)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    commands.add_parser("pools", help="every pool with its size and use").set_defaults(
-        handler=cmd_pools
-    )
-    show = commands.add_parser("show", help="who holds which address of one pool")
+
+    def command(name: str, summary: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=summary, description=summary)
+        _kubectl_flags(sub, defaults=False)
+        return sub
+
+    command("pools", "every pool with its size and use").set_defaults(handler=cmd_pools)
+    show = command("show", "who holds which address of one pool")
     show.add_argument("pool", help="pool name, as 'pools' lists it")
     show.set_defaults(handler=cmd_show)
-    commands.add_parser(
-        "leaks", help="allocations whose pod is gone or does not list the address"
-    ).set_defaults(handler=cmd_leaks)
-    release = commands.add_parser("release", help="free one address (asks first)")
+    command("leaks", "allocations whose pod is gone or does not list the address").set_defaults(
+        handler=cmd_leaks
+    )
+    release = command("release", "free one address (asks first)")
     release.add_argument("address")
     release.add_argument("--network", default=None, help="network_name of the pool")
-    release.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    release.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
     release.set_defaults(handler=cmd_release)
-    commands.add_parser(
+    command(
         "check",
-        help="consistency: addresses held twice, orphaned reservations, addresses the Go "
+        "consistency: addresses held twice, orphaned reservations, addresses the Go "
         "plugin cannot see; exit 1 if any",
     ).set_defaults(handler=cmd_check)
     return parser
@@ -368,7 +434,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     kubeconfig = args.kubeconfig or os.environ.get("KUBECONFIG") or None
     try:
-        store = KubeStore(connect(kubeconfig or _default_kubeconfig()), args.namespace)
+        client = connect(kubeconfig or _default_kubeconfig(), context=args.context)
+        store = KubeStore(client, args.namespace)
         result: int = args.handler(store, args)
         return result
     except (WhereaboutsError, ValueError) as error:

@@ -85,13 +85,20 @@ USER_AGENT = "whereabouts-py"
 READYZ = "/readyz?verbose"
 
 
-def connect(kubeconfig: str | None = None, pool_size: int = 32) -> client.ApiClient:
-    """An API client from a kubeconfig file, else from the in-cluster service account."""
+def connect(
+    kubeconfig: str | None = None, pool_size: int = 32, context: str | None = None
+) -> client.ApiClient:
+    """An API client from a kubeconfig file (``context``, else its current-context), else
+    from the in-cluster service account."""
     configuration = client.Configuration()
+    if context and not kubeconfig:
+        raise StoreError(
+            f"context {context} needs a kubeconfig", "give --kubeconfig or set KUBECONFIG"
+        )
     try:
         if kubeconfig:
             config.load_kube_config(  # type: ignore[no-untyped-call]
-                config_file=kubeconfig, client_configuration=configuration
+                config_file=kubeconfig, context=context, client_configuration=configuration
             )
         else:
             config.load_incluster_config(  # type: ignore[no-untyped-call]
