@@ -195,3 +195,22 @@ def test_multus_adds_a_secondary_network_from_the_pod_annotation(
         "10.58.0.1",
     )
     assert "1 packets received" in answered
+
+
+def test_host_to_container_propagation_from_a_node_path_is_accepted(
+    cluster: Cluster, cluster_namespace: str
+) -> None:
+    """As on a systemd host, a node's mounts are shared: the runtime accepts HostToContainer.
+
+    Our DaemonSet mounts /var/run/netns that way; on a private "/" containerd
+    refuses the container ("... is not a shared or slave mount").
+    """
+    body = tools_pod("propagation", "node-a")
+    body["spec"]["volumes"] = [{"name": "netns", "hostPath": {"path": "/var/run/netns"}}]
+    body["spec"]["containers"][0]["volumeMounts"] = [
+        {"name": "netns", "mountPath": "/netns", "mountPropagation": "HostToContainer"}
+    ]
+    pod = run_pod(cluster, cluster_namespace, body)
+    # The node's /var/run/netns, with the pod's own sandbox netns in it.
+    listed = kubectl_exec(cluster, cluster_namespace, "propagation", "ls", "/netns")
+    assert pod_netns(pod["status"]["podIP"]) in listed.split()

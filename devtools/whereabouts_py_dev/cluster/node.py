@@ -13,7 +13,10 @@ so two nodes on one machine never share a CNI configuration, a runtime
 state or a kubelet root. Mounts the kubelet and containerd make (volumes,
 container root file systems) stay inside that namespace and go with it.
 ``/run/netns`` is the host's, shared: the pod network namespaces containerd
-creates (``cni-*``) are visible, and removable, from the host.
+creates (``cni-*``) are visible, and removable, from the host. The node's
+mounts are shared among themselves, as ``/`` is on a systemd host (containers
+may ask for HostToContainer propagation), in peer groups of their own, so
+nothing else propagates to the host.
 """
 
 from __future__ import annotations
@@ -124,7 +127,11 @@ class Node:
             f"mount --bind {shlex.quote(str(self.directory / sub))} {shlex.quote(node_path)}"
             for node_path, sub in NODE_PATHS.items()
         )
-        script = f"{binds} && touch {shlex.quote(str(ready))} && exec sleep infinity"
+        # Shared, as "/" is on a systemd host: containerd refuses HostToContainer
+        # propagation from a private mount. The peer groups are new ones, so
+        # nothing propagates to the host (but /run/netns, already shared with it).
+        share = "mount --make-rshared /"
+        script = f"{binds} && {share} && touch {shlex.quote(str(ready))} && exec sleep infinity"
         holder = spawn(
             ["nsenter", f"--net=/run/netns/{self.netns}", "--",
              "unshare", "--mount", "--propagation", "unchanged", "--", "sh", "-c", script],
