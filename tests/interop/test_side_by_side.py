@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
+from kubernetes import client
 
 from whereabouts_py.core.shards import ONE_OBJECT_MAX
 from whereabouts_py.store.kube import WHOLE_RANGE_ANNOTATION
@@ -363,4 +364,31 @@ def test_a_pod_name_coming_back_through_ours_does_not_take_what_go_gave_away(
     assert back.ok, back.stdout
     assert back.addresses() != ["10.71.0.2/23"]
     _no_duplicates(side, LARGE)
+    assert side.check()[0] == 0
+
+
+def test_the_go_object_deleted_after_the_migration_is_not_created_again(
+    side: SideBySide,
+) -> None:
+    config = side.network({"range": LARGE})
+    assert side.go("ADD", config, "go-seed").ok
+    assert side.ours("DEL", config, "go-seed").ok  # the last pod the Go plugin made
+    time.sleep(LEGACY_CACHE_S + 0.2)
+    objects = client.CustomObjectsApi(side.cluster.core.api_client)
+    assert side.ours("ADD", config, "py-0").ok  # mirrored: the object still exists
+    whole = objects.get_namespaced_custom_object(
+        "whereabouts.cni.cncf.io", "v1alpha1", side.namespace, "ippools", "10.71.0.0-23"
+    )
+    assert set(whole["spec"]["allocations"]) == {"1"}
+    objects.delete_namespaced_custom_object(
+        "whereabouts.cni.cncf.io", "v1alpha1", side.namespace, "ippools", "10.71.0.0-23"
+    )
+    # Within the daemon's cache of the object and after it: neither ADD nor DEL
+    # brings it back.
+    assert side.ours("ADD", config, "py-1").ok
+    time.sleep(LEGACY_CACHE_S + 0.2)
+    assert side.ours("ADD", config, "py-2").ok
+    assert side.ours("DEL", config, "py-0").ok
+    assert "10.71.0.0-23" not in side.pools()
+    assert set(side.holders(LARGE)) == {"10.71.0.2", "10.71.0.3"}
     assert side.check()[0] == 0

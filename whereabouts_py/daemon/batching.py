@@ -31,7 +31,13 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from whereabouts_py.core.allocator import Allocation
-from whereabouts_py.errors import ConflictError, StoreError, TryAgainError, WhereaboutsError
+from whereabouts_py.errors import (
+    ConflictError,
+    NotFoundError,
+    StoreError,
+    TryAgainError,
+    WhereaboutsError,
+)
 from whereabouts_py.metrics import daemon as metrics
 from whereabouts_py.store.kube import KubeStore, LeaseRecord, PoolSnapshot
 
@@ -90,8 +96,13 @@ class PoolWriter:
         annotations: Mapping[str, str] | None = None,
         size: int | None = None,
         network: str | None = None,
+        create_missing: bool = True,
     ) -> None:
         self.store = store
+        # False for an object only someone else creates (the Go project's
+        # whole-range IPPool): a change to it while it is missing fails with
+        # NotFoundError instead of creating it.
+        self.create_missing = create_missing
         self.name = name
         self.cidr = cidr
         self.identity = identity
@@ -191,6 +202,13 @@ class PoolWriter:
             fresh = snapshot is None
             if snapshot is None:
                 snapshot = self.store.get_pool(self.name, self.cidr)
+            if snapshot.resource_version is None and not self.create_missing:
+                if not fresh:
+                    self._snapshot = None  # confirm that it is missing
+                    continue
+                self._snapshot = snapshot
+                self._finish(self._without_object(batch))
+                return
             allocations = dict(snapshot.allocations)
             outcomes: list[tuple[_Pending, Any, BaseException | None]] = []
             for pending in batch:
@@ -250,6 +268,26 @@ class PoolWriter:
             more = [p for p in self._queue if not p.cancelled]
             self._queue.clear()
         return more
+
+    def _without_object(
+        self, batch: list[_Pending]
+    ) -> list[tuple[_Pending, Any, BaseException | None]]:
+        """Answer a batch for a missing pool that must not be created."""
+        outcomes: list[tuple[_Pending, Any, BaseException | None]] = []
+        for pending in batch:
+            if pending.cancelled:
+                continue
+            try:
+                updated, value = pending.operation({})
+            except WhereaboutsError as error:
+                outcomes.append((pending, None, error))
+                continue
+            if updated:  # it would write an entry
+                missing = NotFoundError(f"IPPool {self.name} does not exist", "not created here")
+                outcomes.append((pending, None, missing))
+            else:
+                outcomes.append((pending, value, None))
+        return outcomes
 
     @staticmethod
     def _finish(outcomes: list[tuple[_Pending, Any, BaseException | None]]) -> None:

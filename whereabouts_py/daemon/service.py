@@ -57,6 +57,7 @@ from whereabouts_py.errors import (
     GarbageCollectionError,
     InvalidEnvironmentError,
     NotAvailableError,
+    NotFoundError,
     PoolExhaustedError,
     StoreError,
     TryAgainError,
@@ -253,6 +254,9 @@ class IPAMService:
                     annotations={WHOLE_RANGE_ANNOTATION: shard.whole.cidr} if sharded else None,
                     size=shard.window.capacity(),
                     network=config.network_name or "",
+                    # The whole-range object of a large range is the Go project's:
+                    # we mirror into it while it exists, never create it.
+                    create_missing=not is_sharded(shard.whole) or sharded,
                 )
                 self._writers[name] = writer
             return writer
@@ -414,8 +418,13 @@ class IPAMService:
         for _ in range(MAX_OVERLAP_SKIPS):
             offset: int = writer.run(operation)
             if mirror is not None:
+                whole_name = mirror.name
                 try:
                     mirrored = bool(mirror.run(_mirror_offset(offset, owner)))
+                except NotFoundError:
+                    # Deleted since we looked: no Go plugin to hide our address from.
+                    self._legacy_cache.pop(whole_name, None)
+                    mirror, mirrored = None, True
                 except BaseException:
                     with contextlib.suppress(WhereaboutsError):
                         writer.run(_local_op(shard, _release_offset(offset, owner)))
@@ -427,7 +436,7 @@ class IPAMService:
                     if want is not None:
                         raise AddressTakenError(
                             f"requested address {want} is already allocated to another pod",
-                            f"see IPPool {mirror.name}",
+                            f"see IPPool {whole_name}",
                         )
                     continue
             if not ipam.enable_overlapping_ranges:
