@@ -17,7 +17,9 @@ fields are left out.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+# _collections_abc, not collections.abc: the latter imports the whole collections
+# package, which costs milliseconds at every CNI call.
+from _collections_abc import Mapping
 
 from whereabouts_py.errors import WhereaboutsError
 

@@ -42,11 +42,11 @@ and code 50 "not available" for STATUS.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 
 from whereabouts_py.cni import limits, results, wire
+from whereabouts_py.cni import quickjson as json
 from whereabouts_py.errors import (
     CODE_INVALID_CONFIG,
     CODE_IO_FAILURE,

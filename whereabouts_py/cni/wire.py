@@ -20,9 +20,9 @@ a request line at most ``MAX_MESSAGE_BYTES``, JSON nested at most
 
 from __future__ import annotations
 
-import json
-import socket
+import _socket
 
+from whereabouts_py.cni import quickjson
 from whereabouts_py.cni.limits import MAX_DEPTH, nesting_depth
 from whereabouts_py.cni.names import (
     LABEL_RULE,
@@ -81,13 +81,13 @@ _CONTAINER_ID_EXTRA = frozenset("_.-")
 
 
 def encode(message: dict[str, Any]) -> bytes:
-    return json.dumps(message, separators=(",", ":")).encode() + b"\n"
+    return quickjson.dumps(message, compact=True).encode() + b"\n"
 
 
 def decode(line: bytes) -> dict[str, Any]:
     try:
-        message = json.loads(line)
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        message = quickjson.loads(line)
+    except ValueError as error:  # json.JSONDecodeError and UnicodeDecodeError
         raise DecodeError("malformed message on the daemon socket", str(error)) from None
     if not isinstance(message, dict):
         raise DecodeError("malformed message on the daemon socket", "expected a JSON object")
@@ -221,7 +221,7 @@ def encode_request(request: dict[str, Any]) -> bytes:
     return data
 
 
-def read_line(sock: socket.socket) -> bytes:
+def read_line(sock: _socket.socket) -> bytes:
     """Read up to and including the first newline (or EOF)."""
     chunks: list[bytes] = []
     size = 0
@@ -243,7 +243,9 @@ def read_line(sock: socket.socket) -> bytes:
 def call(path: str, request: dict[str, Any], timeout_s: float) -> dict[str, Any]:
     """Send one request to the daemon at ``path``; return its result or raise its error."""
     data = encode_request(request)
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    # _socket, not socket: the socket module imports enum and selectors, which
+    # cost more at every CNI call than the rest of the exchange.
+    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
     sock.settimeout(timeout_s)
     try:
         try:
