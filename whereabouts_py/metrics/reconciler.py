@@ -24,7 +24,8 @@ GC_FAILURES = Counter(
 RESERVATION_REPAIRS = Counter(
     "whereabouts_reservation_repairs_total",
     "OverlappingRangeIPReservations repaired by the sweep: deleted (no pool entry held the "
-    "address) or created (a pool entry had none).",
+    "address) or created (a pool entry had none); mirrored: block entries copied into the "
+    "Go plugin's whole-range IPPool.",
     ["action"],
 )
 CONFLICTS = Gauge(
