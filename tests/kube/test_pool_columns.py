@@ -13,11 +13,24 @@ from whereabouts_py_dev.controlplane import ControlPlane
 from whereabouts_py_dev.nodes import SimulatedNodes
 from whereabouts_py_dev.runtime import invoke, pod_args
 
+HEADER = ["NAME", "RANGE", "BLOCK-OF", "ALLOCATED", "FREE", "USED%", "NETWORK", "AGE"]
+
+
+def table_rows(plane: ControlPlane, namespace: str, *names: str) -> list[list[str]]:
+    """``kubectl get ipp`` rows cut at the header's column starts (an empty cell stays "")."""
+    table = plane.kubectl("get", "ipp", "-n", namespace, *names).stdout.splitlines()
+    assert table[0].split() == HEADER
+    starts = [table[0].index(column) for column in HEADER]
+    ends = [*starts[1:], None]
+    return [
+        [line[start:end].strip() for start, end in zip(starts, ends, strict=True)]
+        for line in table[1:]
+    ]
+
 
 def get_row(plane: ControlPlane, namespace: str, name: str) -> list[str]:
-    table = plane.kubectl("get", "ipp", "-n", namespace, name).stdout.splitlines()
-    assert table[0].split() == ["NAME", "RANGE", "ALLOCATED", "FREE", "USED%", "NETWORK", "AGE"]
-    return table[1].split()
+    (row,) = table_rows(plane, namespace, name)
+    return row
 
 
 def test_columns_follow_every_write_and_go_writes_within_seconds(
@@ -57,13 +70,37 @@ def test_columns_follow_every_write_and_go_writes_within_seconds(
                 env=nodes["node-c"].environment(),
             )
             assert added.ok, added.stdout
-    # 14 usable addresses of a /28, less the gateway: 13; 3 held.
-    name, cidr, allocated, free, used, network, _age = get_row(
+        # A range over 256 addresses is stored as 64-address blocks (63 usable in the first,
+        # whose network address is excluded): each row names
+        # the range the user configured.
+        large = {
+            **config,
+            "name": "bignet",
+            "ipam": {"type": "whereabouts", "range": "fd60:33::/64"},
+        }
+        added = invoke(
+            shim,
+            "ADD",
+            large,
+            container_id="ctr-c-0",
+            ifname="net2",
+            netns="/var/run/netns/x",
+            args=pod_args(namespace, "c-0"),
+            env=nodes["node-c"].environment(),
+        )
+        assert added.ok, added.stdout
+    blocks = [
+        row[:7] for row in table_rows(control_plane, namespace) if row[1].startswith("fd60:33::")
+    ]
+    assert blocks == [["fd60-33---122", "fd60:33::/122", "fd60:33::/64", "1", "62", "2", ""]]
+    # 14 usable addresses of a /28, less the gateway: 13; 3 held; not a block.
+    name, cidr, block_of, allocated, free, used, network, _age = get_row(
         control_plane, namespace, "blue-10.33.0.0-28"
     )
-    assert (name, cidr, allocated, free, used, network) == (
+    assert (name, cidr, block_of, allocated, free, used, network) == (
         "blue-10.33.0.0-28",
         "10.33.0.0/28",
+        "",
         "3",
         "10",
         "23",
@@ -90,12 +127,12 @@ def test_columns_follow_every_write_and_go_writes_within_seconds(
     with running_reconciler(control_plane, namespace, tmp_path / "rec", grace_period_s=3600):
         deadline = time.monotonic() + 10
         row = get_row(control_plane, namespace, "blue-10.33.0.0-28")
-        while row[2] != "4" and time.monotonic() < deadline:
+        while row[3] != "4" and time.monotonic() < deadline:
             time.sleep(0.5)
             row = get_row(control_plane, namespace, "blue-10.33.0.0-28")
         # Without the daemon's size (which knew the gateway), the reconciler
         # counts the /28's 14 usable addresses until the daemon writes again.
-        assert row[2:5] == ["4", "10", "29"]
+        assert row[3:6] == ["4", "10", "29"]
 
 
 def test_schema_refuses_malformed_pools_with_readable_messages(

@@ -341,7 +341,9 @@ class KubeStore:
         """
         checked_name("IPPool", snapshot.name)
         spec = {"range": snapshot.cidr, "allocations": encode_allocations(allocations)}
-        status = pool_status(snapshot, allocations, size=size, network=network)
+        status = pool_status(
+            snapshot, allocations, size=size, network=network, annotations=annotations
+        )
         where = f"IPPool {self.namespace}/{snapshot.name}"
         if snapshot.resource_version is None:
             metadata: dict[str, Any] = {"name": snapshot.name, "namespace": self.namespace}

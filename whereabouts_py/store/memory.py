@@ -155,7 +155,9 @@ class MemoryStore:
                 ),
                 resource_version=self._next_version(),
                 metadata=metadata,
-                status=pool_status(snapshot, allocations, size=size, network=network),
+                status=pool_status(
+                    snapshot, allocations, size=size, network=network, annotations=annotations
+                ),
             )
             self._pools[snapshot.name] = written
             return written

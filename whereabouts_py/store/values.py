@@ -126,8 +126,14 @@ def pool_status(
     *,
     size: int | None = None,
     network: str | None = None,
+    annotations: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
-    """The counts ``kubectl get ippools`` shows; fields the Go project ignores."""
+    """The counts ``kubectl get ippools`` shows; fields the Go project ignores.
+
+    A block of a large range also names the range it belongs to (``blockOf``,
+    from its annotation, or ``annotations`` when it is being created), so that
+    its row reads ``fd60::/122`` block of ``fd60::/64``.
+    """
     previous = snapshot.status
     known_size = previous.get("size")
     if size is None:
@@ -142,4 +148,9 @@ def pool_status(
     network = network if network is not None else previous.get("network")
     if network:
         status["network"] = network
+    whole = (annotations or {}).get(WHOLE_RANGE_ANNOTATION) or (
+        snapshot.metadata.get("annotations") or {}
+    ).get(WHOLE_RANGE_ANNOTATION)
+    if whole:
+        status["blockOf"] = str(whole)
     return status
