@@ -8,11 +8,13 @@ import socket
 import ssl
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
 from whereabouts_py_dev.binaries import KUBERNETES_VERSION
-from whereabouts_py_dev.cluster import Cluster
+from whereabouts_py_dev.cluster import Cluster, import_image
+from whereabouts_py_dev.cluster.images import ImageError
 from whereabouts_py_dev.netns import inside_netns
 
 from .conftest import kubectl_exec, run_pod, tools_pod
@@ -214,3 +216,15 @@ def test_host_to_container_propagation_from_a_node_path_is_accepted(
     # The node's /var/run/netns, with the pod's own sandbox netns in it.
     listed = kubectl_exec(cluster, cluster_namespace, "propagation", "ls", "/netns")
     assert pod_netns(pod["status"]["podIP"]) in listed.split()
+
+
+def test_importing_a_broken_archive_names_the_node_and_what_ctr_said(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    broken = tmp_path / "broken.tar"
+    broken.write_bytes(b"not a tar archive")
+    with pytest.raises(ImageError) as failed:
+        import_image(broken, cluster.nodes)
+    message = str(failed.value)
+    assert "node node-a's containerd" in message and "node node-b's containerd" in message
+    assert str(broken) in message

@@ -18,6 +18,7 @@ Other images (the product image, for instance) use the same import: see
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -43,6 +44,7 @@ LAB_TOOLS_APPLETS = (
     "nc", "wget", "grep", "ps", "true", "false", "env", "id", "mkdir", "rm", "touch",
 )  # fmt: skip
 CONTAINERD_NAME_ANNOTATION = "io.containerd.image.name"
+IMPORT_TIMEOUT_S = 300.0
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
 OCI_LAYER = "application/vnd.oci.image.layer.v1.tar"
@@ -292,19 +294,34 @@ def import_image(archive: Path, nodes: Iterable[ImportTarget]) -> None:
     """
     if not archive.is_file():
         raise ImageError(f"no image archive at {archive}")
-    for node in nodes:
-        done = subprocess.run(
-            ["ctr", "--address", node.containerd_socket.name, "--namespace", "k8s.io",
-             "images", "import", "--digests", str(archive.resolve())],
+    # All nodes at once: each import is one ctr process talking to its node's containerd.
+    failures = []
+    with contextlib.ExitStack() as stack:
+        running = []
+        for node in nodes:
+            output = stack.enter_context(tempfile.TemporaryFile())
+            command = [
+                "ctr", "--address", node.containerd_socket.name, "--namespace", "k8s.io",
+                "images", "import", "--digests", str(archive.resolve()),
+            ]  # fmt: skip
             # A socket's path is limited to 107 bytes: connect relative to its directory.
-            cwd=node.containerd_socket.parent,
-            capture_output=True,
-            text=True,
-            check=False,
-            timeout=300,
-        )  # fmt: skip
-        if done.returncode != 0:
-            raise ImageError(
-                f"importing {archive} into node {node.name}'s containerd failed "
-                f"({done.returncode}): {(done.stderr or done.stdout).strip()}"
+            process = subprocess.Popen(
+                command,
+                cwd=node.containerd_socket.parent,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
             )
+            running.append((node, output, process))
+        for node, output, process in running:
+            try:
+                returncode = process.wait(timeout=IMPORT_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                returncode = process.wait()
+            output.seek(0)
+            said = output.read().decode(errors="replace").strip()
+            if returncode != 0:
+                failures.append(f"node {node.name}'s containerd ({returncode}): {said}")
+    if failures:
+        raise ImageError(f"importing {archive} failed: " + "; ".join(failures))
