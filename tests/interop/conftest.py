@@ -145,9 +145,13 @@ class SideBySide:
         return GarbageCollector(self.cluster.store, grace_period_s=0.0).sweep()
 
     def check(self) -> tuple[int, str]:
+        return self.plugin("check")
+
+    def plugin(self, *command: str) -> tuple[int, str]:
+        """``kubectl whereabouts -o json COMMAND``: exit status and stdout."""
         from whereabouts_py.kubectl.plugin import main
 
-        return _run_check(main, self.plane, self.namespace)
+        return _run_plugin(main, self.plane, self.namespace, list(command))
 
     def create_pods(self, names: list[str]) -> None:
         with ThreadPoolExecutor(8) as pool:
@@ -158,11 +162,13 @@ class SideBySide:
             list(pool.map(self.cluster.delete_pod, names))
 
 
-def _run_check(main: Any, plane: ControlPlane, namespace: str) -> tuple[int, str]:
+def _run_plugin(
+    main: Any, plane: ControlPlane, namespace: str, command: list[str]
+) -> tuple[int, str]:
     import contextlib
     import io
 
-    arguments = ["--kubeconfig", str(plane.kubeconfig), "-n", namespace, "-o", "json", "check"]
+    arguments = ["--kubeconfig", str(plane.kubeconfig), "-n", namespace, "-o", "json", *command]
     for _ in range(20):
         out, err = io.StringIO(), io.StringIO()
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
@@ -173,7 +179,7 @@ def _run_check(main: Any, plane: ControlPlane, namespace: str) -> tuple[int, str
         if "answered 429" not in err.getvalue():
             break
         time.sleep(0.5)
-    raise AssertionError(f"kubectl whereabouts check failed: {err.getvalue()}")
+    raise AssertionError(f"kubectl whereabouts {command} failed: {err.getvalue()}")
 
 
 @pytest.fixture

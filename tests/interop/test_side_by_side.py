@@ -134,6 +134,10 @@ def test_go_del_in_a_large_range_frees_only_the_mirror_and_we_repair_the_rest(
     mirrored = {holder["podref"] for holder in whole.values()}
     assert mirrored == {f"{side.namespace}/{pod}" for pod in ["go-first", *ours]}
     assert side.check()[0] == 0
+    # A block entry and its mirror are one allocation.
+    code, output = side.plugin("pools")
+    assert code == 0
+    assert [(row["range"], row["allocated"]) for row in json.loads(output)] == [(LARGE, 7)]
 
     # The runtime's DEL goes through the Go plugin for three of them (pods deleted).
     deleted = ours[:3]

@@ -60,7 +60,9 @@ class PoolView:
 
     @property
     def allocated(self) -> int:
-        return len(self.entries)
+        # Distinct addresses: our entry in a block and its mirror in the Go
+        # plugin's whole-range object are one allocation.
+        return len({entry.address for entry in self.entries})
 
     @property
     def free(self) -> int:
