@@ -396,3 +396,37 @@ def test_the_go_object_deleted_after_the_migration_is_not_created_again(
     assert "10.71.0.0-23" not in side.pools()
     assert set(side.holders(LARGE)) == {"10.71.0.2", "10.71.0.3"}
     assert side.check()[0] == 0
+
+
+def test_overlapping_ranges_written_by_both_at_once_are_unsafe_and_check_says_so(
+    side: SideBySide,
+) -> None:
+    """The documented unsafe set-up: across ranges only reservations decide.
+
+    The Go plugin serves 10.72.0.0/24, ours 10.72.0.0/25 (another network
+    with the same addresses). Its ADD fails on the reservation we created
+    meanwhile, the runtime's DEL through it deletes our reservation by name,
+    and its next ADD gives our address to a second pod. `kubectl whereabouts
+    check` reports our entry's reservation as held by another attachment.
+    """
+    theirs = side.network({"range": "10.72.0.0/24"}, name="wide")
+    ours = side.network({"range": "10.72.0.0/25"}, name="narrow")
+    made: dict[str, Outcome] = {}
+    failed = _during_go_sleep(
+        side, theirs, "go-1", lambda: made.setdefault("py", side.ours("ADD", ours, "py-0"))
+    )
+    assert made["py"].addresses() == ["10.72.0.1/25"]
+    assert not failed.ok
+    assert side.go("DEL", theirs, "go-1").ok
+    assert "10.72.0.1" not in side.reservations()
+    again = side.go("ADD", theirs, "go-2")
+    assert again.addresses() == ["10.72.0.1/24"]
+    code, output = side.check()
+    assert code == 1
+    rows = json.loads(output)
+    assert {(row["problem"], row["object"]) for row in rows} == {
+        ("reservation held by another attachment", "10.72.0.1"),
+        ("address held twice", "10.72.0.1"),
+    }
+    assert side.go("DEL", theirs, "go-2").ok
+    assert side.ours("DEL", ours, "py-0").ok
