@@ -7,8 +7,10 @@ import logging
 import os
 import resource
 import signal
+import socket
 import sys
 import threading
+import time
 from pathlib import Path
 from types import FrameType
 
@@ -18,9 +20,13 @@ from whereabouts_py.daemon.netns import address_configured
 from whereabouts_py.daemon.server import DaemonServer
 from whereabouts_py.daemon.service import IPAMService
 from whereabouts_py.metrics import daemon as metrics
+from whereabouts_py.metrics.health import Check, succeeds
 from whereabouts_py.store.kube import KubeStore, connect
 
 log = logging.getLogger("whereabouts_py.daemon")
+
+# How long /healthz waits for the socket loop to go round once.
+SOCKET_CHECK_TIMEOUT_S = 2.0
 
 
 def raise_open_files_limit() -> None:
@@ -41,6 +47,33 @@ def keep_node_config(config: NodeConfig, period_s: float, stop: threading.Event)
                 log.info("rewrote %s (credentials rotated)", path)
         except OSError as error:
             log.warning("cannot refresh %s: %s", config.conf_dir, error)
+
+
+def socket_loop_check(server: DaemonServer, timeout_s: float = SOCKET_CHECK_TIMEOUT_S) -> Check:
+    """/healthz: the socket is still ours and accepts, and the loop serving it goes round.
+
+    The connection is closed without a request, which the loop drops silently.
+    """
+    path = server.socket_path
+    inode = os.stat(path).st_ino
+
+    def check() -> str | None:
+        asked = time.monotonic()
+        try:
+            if os.stat(path).st_ino != inode:
+                return f"{path} was replaced by another socket"
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+                probe.settimeout(timeout_s)
+                probe.connect(path)
+        except OSError as error:
+            return f"cannot connect to {path}: {error}"
+        while server.last_turn < asked:
+            if time.monotonic() - asked > timeout_s:
+                return f"the socket loop has not gone round for {asked - server.last_turn:.1f}s"
+            time.sleep(0.01)
+        return None
+
+    return check
 
 
 def run_daemon(
@@ -79,7 +112,11 @@ def run_daemon(
             daemon=True,
         ).start()
     if metrics_address:
-        metrics.serve(metrics_address)
+        metrics.serve(
+            metrics_address,
+            live={"socket-loop": socket_loop_check(server)},
+            ready={"kubernetes-api": succeeds(store.ping)},
+        )
 
     def stop(signum: int, _frame: FrameType | None) -> None:
         log.info("signal %d: shutting down", signum)

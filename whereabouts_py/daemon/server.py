@@ -127,6 +127,7 @@ class DaemonServer:
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="request")
         self._stop = threading.Event()
         self._stopped = threading.Event()
+        self.last_turn = time.monotonic()  # when the loop last went round (for /healthz)
 
     # --- the loop -----------------------------------------------------------------------
     def serve_forever(self, poll_interval: float = 0.2) -> None:
@@ -134,6 +135,7 @@ class DaemonServer:
         self._selector.register(self._listener, selectors.EVENT_READ)
         try:
             while not self._stop.is_set():
+                self.last_turn = time.monotonic()
                 for key, _events in self._selector.select(timeout=poll_interval):
                     if key.fileobj is self._listener:
                         self._accept()

@@ -6,7 +6,11 @@ does not register the same name twice.
 
 from __future__ import annotations
 
-from prometheus_client import Counter, start_http_server
+from collections.abc import Mapping
+
+from prometheus_client import Counter
+
+from whereabouts_py.metrics.health import Check, HealthServer
 
 GC_RELEASES = Counter(
     "whereabouts_gc_releases_total",
@@ -17,7 +21,11 @@ GC_RELEASES = Counter(
 )
 
 
-def serve(address: str) -> None:
-    """Expose /metrics on HOST:PORT in a background thread."""
-    host, _, port = address.rpartition(":")
-    start_http_server(int(port), addr=host.strip("[]") or "0.0.0.0")
+def serve(
+    address: str,
+    *,
+    live: Mapping[str, Check] | None = None,
+    ready: Mapping[str, Check] | None = None,
+) -> HealthServer:
+    """Expose /metrics, /healthz (``live``) and /readyz (``live`` and ``ready``) on HOST:PORT."""
+    return HealthServer(address, live=live, ready=ready)

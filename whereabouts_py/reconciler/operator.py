@@ -20,8 +20,9 @@ against the pod as it is now (so the UID tells an old pod from its
 same-name successor). Failed attempts are retried a few times, then left to
 the next sweep.
 
-kopf's own state. Only ``on.event`` handlers are registered, and those keep
-no state: kopf never patches a pod, adds no finalizer, writes no annotation
+kopf's own state. Only ``on.event`` handlers are registered (and start-up and
+clean-up ones for the heartbeat that /healthz reads), and those keep no
+state: kopf never patches a pod, adds no finalizer, writes no annotation
 and no status (so nothing fights structural pruning). To keep it that way
 even if a handler with state is added by mistake, the progress and diff-base
 storages are no-ops. kopf's own Kubernetes Events are switched off (we post
@@ -31,6 +32,7 @@ are a built-in resource, so kopf needs only discovery and list/watch of pods.
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import datetime as dt
 import logging
@@ -46,6 +48,7 @@ import kopf
 
 from whereabouts_py.errors import ConfigError, WhereaboutsError
 from whereabouts_py.metrics import reconciler as metrics
+from whereabouts_py.metrics.health import Check, Heartbeat, succeeds
 from whereabouts_py.reconciler.collector import GarbageCollector
 from whereabouts_py.reconciler.leader import LeaderElection
 from whereabouts_py.reconciler.schedule import CronSchedule, parse_cron
@@ -58,6 +61,10 @@ LEASE_NAME = "whereabouts-py-reconciler"
 # How often one pod's release is retried by the event worker before the sweep takes over.
 EVENT_ATTEMPTS = 3
 EVENT_RETRY_DELAY_S = 1.0
+# kopf's loop beats this often; /healthz fails once it has not for LOOP_STALL_S
+# (which also leaves kopf that long to start).
+LOOP_BEAT_S = 1.0
+LOOP_STALL_S = 30.0
 # The longest wait before a failed sweep is tried again (never longer than the interval).
 SWEEP_RETRY_MAX_S = 30.0
 # How often the leader checks that every pool's status counts are current.
@@ -265,11 +272,33 @@ def operator_settings() -> kopf.OperatorSettings:
 
 
 def build_registry(
-    pending: PendingPods, election: LeaderElection, kubeconfig: str | None
+    pending: PendingPods,
+    election: LeaderElection,
+    kubeconfig: str | None,
+    heartbeat: Heartbeat | None = None,
 ) -> kopf.OperatorRegistry:
-    """kopf handlers: log in, and queue the pods whose addresses may be free."""
+    """kopf handlers: log in, queue the pods whose addresses may be free, and beat
+    ``heartbeat`` from kopf's event loop (so /healthz fails when that loop is stuck)."""
     registry = kopf.OperatorRegistry()
     first_event = threading.Event()
+    beating: set[asyncio.Task[None]] = set()
+
+    if heartbeat is not None:
+        beat = heartbeat
+
+        async def beat_forever() -> None:
+            while True:
+                beat.beat()
+                await asyncio.sleep(LOOP_BEAT_S)
+
+        @kopf.on.startup(registry=registry, id="heartbeat")
+        async def start_heartbeat(**_: Any) -> None:
+            beating.add(asyncio.get_running_loop().create_task(beat_forever()))
+
+        @kopf.on.cleanup(registry=registry, id="heartbeat-stop")
+        async def stop_heartbeat(**_: Any) -> None:
+            for task in beating:
+                task.cancel()
 
     @kopf.on.login(registry=registry, id="login")
     def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
@@ -324,6 +353,9 @@ class ReconcilerProcess:
             on_started_leading=self._started_leading,
             on_stopped_leading=self._stopped_leading,
         )
+        # Beaten from kopf's event loop; the threads next to it are checked alive.
+        self.loop_heartbeat = Heartbeat(LOOP_STALL_S)
+        self.threads: list[threading.Thread] = []
         self.collector = GarbageCollector(
             store,
             grace_period_s=grace_period_s,
@@ -341,6 +373,15 @@ class ReconcilerProcess:
         metrics.set_leader(False)
         metrics.LEASE_LOSSES.inc()
         metrics.publish_pools([])  # only the leader's pool gauges are current
+
+    def liveness(self) -> dict[str, Check]:
+        """/healthz: kopf's loop goes round and no thread of ours has ended."""
+
+        def threads_alive() -> str | None:
+            ended = [thread.name for thread in self.threads if not thread.is_alive()]
+            return f"thread(s) ended: {', '.join(ended)}" if ended else None
+
+        return {"operator-loop": self.loop_heartbeat.check, "threads": threads_alive}
 
     def run(self, kubeconfig: str | None) -> None:
         """Until SIGTERM/SIGINT, which kopf handles (so it runs in the main thread)."""
@@ -374,11 +415,14 @@ class ReconcilerProcess:
                 daemon=True,
             ),
         ]
+        self.threads = threads
         for thread in threads:
             thread.start()
         try:
             kopf.run(
-                registry=build_registry(self.pending, self.election, kubeconfig),
+                registry=build_registry(
+                    self.pending, self.election, kubeconfig, self.loop_heartbeat
+                ),
                 settings=operator_settings(),
                 standalone=True,
                 clusterwide=True,
@@ -433,8 +477,19 @@ def run_reconciler(
         os.environ["KUBECONFIG"] = kubeconfig
     schedule = sweep_schedule(sweep_interval_s, configuration_path)
     store = KubeStore(connect(kubeconfig), namespace, lease_namespace)
+    process = ReconcilerProcess(
+        store,
+        identity=identity,
+        schedule=schedule,
+        lease_duration_s=lease_duration_s,
+        grace_period_s=grace_period_s,
+    )
     if metrics_address:
-        metrics.serve(metrics_address)
+        metrics.serve(
+            metrics_address,
+            live=process.liveness(),
+            ready={"kubernetes-api": succeeds(store.ping)},
+        )
     log.info(
         "reconciler identity=%s namespace=%s lease=%s/%s lease_duration=%.1fs "
         "sweeps=%s grace_period=%.1fs API=%s",
@@ -446,13 +501,6 @@ def run_reconciler(
         schedule.describe(),
         grace_period_s,
         store.ping(),
-    )
-    process = ReconcilerProcess(
-        store,
-        identity=identity,
-        schedule=schedule,
-        lease_duration_s=lease_duration_s,
-        grace_period_s=grace_period_s,
     )
     process.run(kubeconfig)
     return 0
