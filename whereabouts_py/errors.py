@@ -194,17 +194,30 @@ SHOWN_CHARACTERS = 200
 
 def shown(value: object) -> str:
     """An offending value for a message: strings as they are, others as repr, both bounded."""
-    if isinstance(value, str):
-        text = value
-    else:
-        import reprlib  # only on an error path
-
-        short = reprlib.Repr()
-        short.maxlevel, short.maxstring, short.maxother = 3, SHOWN_CHARACTERS, SHOWN_CHARACTERS
-        text = short.repr(value)
+    text = value if isinstance(value, str) else _brief(value, 3)
     if len(text) > SHOWN_CHARACTERS:
         return f"{text[:SHOWN_CHARACTERS]}... ({len(text)} characters)"
     return text
+
+
+def _brief(value: object, levels: int) -> str:
+    """repr, but at most ``levels`` deep and 8 items wide (input may be huge or deep)."""
+    if isinstance(value, list | tuple | dict):
+        if levels == 0:
+            return "[...]" if not isinstance(value, dict) else "{...}"
+        if isinstance(value, dict):
+            items = [f"{_brief(k, 0)}: {_brief(v, levels - 1)}" for k, v in list(value.items())[:8]]
+            opening, closing = "{", "}"
+        else:
+            items = [_brief(item, levels - 1) for item in list(value)[:8]]
+            opening, closing = "[", "]"
+        more = ", ..." if len(value) > 8 else ""
+        return f"{opening}{', '.join(items)}{more}{closing}"
+    try:
+        text = repr(value)
+    except ValueError:  # an int too long to print
+        return f"<{type(value).__name__}>"
+    return text if len(text) <= SHOWN_CHARACTERS else text[:SHOWN_CHARACTERS] + "..."
 
 
 def from_code(code: int, msg: str, details: str = "") -> WhereaboutsError:

@@ -205,3 +205,16 @@ def test_a_deeply_nested_flat_file_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as unreadable:
         read_flat_file(str(flat))
     assert "configuration_path" in unreadable.value.msg
+
+
+def test_offending_values_are_shown_briefly_whatever_their_shape() -> None:
+    deep: Any = []
+    for _ in range(10_000):
+        deep = [deep]
+    assert (
+        refused({"routes": deep}).msg
+        == 'invalid ipam config: routes[0]=[[[[...]]]]: must be an object like {"dst": "0.0.0.0/0"}'
+    )
+    wide = refused({"dns": {"nameservers": list(range(1000))}})
+    assert "[0, 1, 2, 3, 4, 5, 6, 7, ...]" in wide.msg
+    assert len(wide.msg) < 300

@@ -241,7 +241,8 @@ class DaemonServer:
             self._hand_over(fd, b"".join(reading.chunks))
 
     def _expire(self, now: float) -> None:
-        for fd, reading in list(self._reading.items()):
+        while self._reading:
+            fd, reading = next(iter(self._reading.items()))
             if reading.deadline > now:
                 break  # oldest first: the rest are younger
             self._close_reading(
