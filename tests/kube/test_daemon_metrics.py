@@ -49,13 +49,23 @@ def test_daemon_metrics_count_requests_allocations_and_writes(
             )
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as answer:
             text = answer.read().decode()
-    assert sample(text, "whereabouts_shim_requests_total", verb="ADD", code="0") == 2
-    assert sample(text, "whereabouts_shim_requests_total", verb="ADD", code="100") == 1
+    # One histogram per verb and result: its _count is the request count.
+    count = "whereabouts_request_duration_seconds_count"
+    assert sample(text, count, verb="ADD", result="success") == 2
+    assert sample(text, count, verb="ADD", result="pool_exhausted") == 1
     assert (
         sample(text, "whereabouts_allocations_total", network="metricsnet", result="allocated") == 2
     )
     assert (
-        sample(text, "whereabouts_allocations_total", network="metricsnet", result="exhausted") == 1
+        sample(text, "whereabouts_allocations_total", network="metricsnet", result="pool_exhausted")
+        == 1
     )
-    assert sample(text, "whereabouts_pool_writes_total", pool="10.77.0.0-30") >= 1
-    assert sample(text, "whereabouts_request_duration_seconds_count", verb="ADD") == 3
+    assert sample(text, "whereabouts_pool_write_batch_size_count", pool="10.77.0.0-30") >= 1
+    assert "whereabouts_shim_requests_total" not in text
+    assert "whereabouts_pool_writes_total" not in text
+    # Every label value is snake_case.
+    values = re.findall(r"^whereabouts_\w+\{([^}]*)\}", text, re.MULTILINE)
+    for labels in values:
+        for key, value in re.findall(r'(\w+)="([^"]*)"', labels):
+            if key in ("verb", "result", "reason", "action"):
+                assert re.fullmatch(r"[A-Za-z0-9_]*", value), (key, value)

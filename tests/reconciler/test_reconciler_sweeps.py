@@ -116,7 +116,7 @@ def test_live_pods_keep_their_addresses_and_a_contradicted_one_goes_only_after_t
     labels = 'network="",pool="10.121.0.0-24",range="10.121.0.0/24"'
     assert samples[f"whereabouts_pool_allocated{{{labels}}}"] == 2
     assert samples[f"whereabouts_pool_size{{{labels}}}"] == 254
-    assert samples[f"whereabouts_pool_free{{{labels}}}"] == 252
+    assert samples[f"whereabouts_pool_objects{{{labels}}}"] == 1
     assert samples["whereabouts_reconciler_leader{}"] == 1
 
 

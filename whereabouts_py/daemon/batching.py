@@ -250,8 +250,7 @@ class PoolWriter:
                     pending.error = error
                     pending.done.set()
                 return
-            metrics.POOL_WRITES.labels(pool=self.metrics_pool).inc()
-            metrics.BATCH_SIZE.observe(len(outcomes))
+            metrics.BATCH_SIZE.labels(pool=self.metrics_pool).observe(len(outcomes))
             self._finish(outcomes)
             return
         metrics.CAS_EXHAUSTED.labels(pool=self.metrics_pool).inc()

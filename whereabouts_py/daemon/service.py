@@ -60,7 +60,6 @@ from whereabouts_py.errors import (
     NotFoundError,
     PoolExhaustedError,
     StoreError,
-    TryAgainError,
     WhereaboutsError,
 )
 from whereabouts_py.metrics import daemon as metrics
@@ -569,7 +568,7 @@ class IPAMService:
         except BaseException as error:
             metrics.RELEASES.labels(network=network, result=_result_of(error)).inc()
             raise
-        result = "released" if released else "nothing-held"
+        result = "released" if released else "nothing_held"
         metrics.RELEASES.labels(network=network, result=result).inc()
         return {}
 
@@ -679,7 +678,7 @@ class IPAMService:
                 except WhereaboutsError as error:
                     failures.append(f"{shard.cidr}: {error}")
         log.info("GC on %s released %d stale allocations", self.node, released_total)
-        metrics.GC_RELEASES.labels(reason="cni-gc").inc(released_total)
+        metrics.GC_RELEASES.labels(reason="cni_gc").inc(released_total)
         if failures:
             raise GarbageCollectionError(
                 f"GC released {released_total} allocations but {len(failures)} steps failed",
@@ -717,16 +716,8 @@ class IPAMService:
 
 
 def _result_of(error: BaseException) -> str:
-    """A metric label for why an ADD or DEL failed."""
-    if isinstance(error, PoolExhaustedError):
-        return "exhausted"
-    if isinstance(error, AddressTakenError):
-        return "address-taken"
-    if isinstance(error, TryAgainError):
-        return "try-again"
-    if isinstance(error, WhereaboutsError):
-        return f"error-{error.code}"
-    return "internal-error"
+    """A metric label for why an ADD or DEL failed: its CNI error's name, e.g. pool_exhausted."""
+    return metrics.result_of(error)
 
 
 def _same_holder(reservation: Reservation, owner: Allocation) -> bool:

@@ -14,7 +14,7 @@ from whereabouts_py.metrics.health import Check, HealthServer
 
 GC_RELEASES = Counter(
     "whereabouts_gc_releases_total",
-    "Addresses released by garbage collection, by reason: cni-gc (the CNI GC verb, daemon); "
+    "Addresses released by garbage collection, by reason: cni_gc (the CNI GC verb, daemon); "
     "pod_deleted, pod_replaced, pod_finished, pod_disrupted, not_in_network_status "
     "(reconciler).",
     ["reason"],

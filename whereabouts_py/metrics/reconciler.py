@@ -1,10 +1,10 @@
 """Prometheus metrics of the reconciler (names prefixed ``whereabouts_``).
 
-Pool gauges describe objects, not NAD configurations: the reconciler does not
-read NADs, so ``whereabouts_pool_size`` counts the addresses of the pool's
-``spec.range`` that can be handed out, all but the range's network and last
-address (for a block of a large range: the whole range's, when they fall in
-the block), without the NAD's exclusions or gateway.
+Pool gauges describe ranges as stored, one series each however many IPPool
+objects (blocks) store it. The reconciler does not read NADs, so
+``whereabouts_pool_size`` counts the addresses of the range that can be
+handed out, all but its network and last address, without the NAD's
+exclusions or gateway.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from whereabouts_py.core.codec import pool_name
 from whereabouts_py.metrics.common import GC_RELEASES, serve
 
 GC_FAILURES = Counter(
@@ -50,49 +51,74 @@ LEASE_LOSSES = Counter(
     "whereabouts_reconciler_lease_losses_total",
     "Times this replica stopped leading (Lease taken over, or not renewed in time).",
 )
+POOL_LABELS = ["pool", "network", "range"]
 POOL_SIZE = Gauge(
     "whereabouts_pool_size",
-    "Addresses of the IPPool's range that can be handed out (the range's network and last "
-    "address excluded; NAD exclusions are not known here).",
-    ["pool", "network", "range"],
+    "Addresses of the range that can be handed out (its network and last address excluded; "
+    "NAD exclusions are not known here), one series per range as configured.",
+    POOL_LABELS,
 )
 POOL_ALLOCATED = Gauge(
     "whereabouts_pool_allocated",
-    "Entries (held addresses) in the IPPool as of the last sweep.",
-    ["pool", "network", "range"],
+    "Held addresses of the range as of the last sweep, over all its IPPool objects (an "
+    "entry of ours mirrored into the Go plugin's whole-range IPPool counts once).",
+    POOL_LABELS,
 )
-POOL_FREE = Gauge(
-    "whereabouts_pool_free",
-    "whereabouts_pool_size minus whereabouts_pool_allocated, never below 0.",
-    ["pool", "network", "range"],
+POOL_OBJECTS = Gauge(
+    "whereabouts_pool_objects",
+    "IPPool objects that store the range: 1, or its 64-address blocks (and the Go plugin's "
+    "whole-range object, if any).",
+    POOL_LABELS,
 )
 
 
 @dataclass(frozen=True)
 class PoolUsage:
-    """One IPPool's numbers for the pool gauges."""
+    """One IPPool object's numbers; ``publish_pools`` sums them per range.
+
+    ``cidr`` is the range as configured (for a block: the whole range of its
+    annotation), ``size`` that range's assignable addresses; ``block`` says
+    whether the object is one of its 64-address blocks; ``without_node``
+    counts entries with no ``node`` (the Go plugin's own, never our mirrors).
+    """
 
     pool: str
     network: str
     cidr: str
     size: int
     allocated: int
+    block: bool = False
+    without_node: int = 0
 
 
 _published_pools: set[tuple[str, str, str]] = set()
 
 
 def publish_pools(usages: Iterable[PoolUsage]) -> None:
-    """Set the pool gauges to ``usages`` and drop pools that no longer exist."""
-    current: set[tuple[str, str, str]] = set()
+    """Set the per-range gauges from ``usages`` and drop ranges that no longer exist.
+
+    Where a range has blocks, its other object is the Go plugin's whole-range
+    IPPool, whose entries with a ``node`` are mirrors of block entries: only
+    its own entries are added to the blocks'.
+    """
+    ranges: dict[tuple[str, str], list[PoolUsage]] = {}
     for usage in usages:
-        labels = (usage.pool, usage.network, usage.cidr)
+        ranges.setdefault((usage.network, usage.cidr), []).append(usage)
+    current: set[tuple[str, str, str]] = set()
+    for (network, cidr), objects in ranges.items():
+        blocks = [usage for usage in objects if usage.block]
+        whole = [usage for usage in objects if not usage.block]
+        if blocks:
+            allocated = sum(u.allocated for u in blocks) + sum(u.without_node for u in whole)
+        else:
+            allocated = sum(u.allocated for u in whole)
+        labels = (pool_name(cidr, network or None), network, cidr)
         current.add(labels)
-        POOL_SIZE.labels(*labels).set(usage.size)
-        POOL_ALLOCATED.labels(*labels).set(usage.allocated)
-        POOL_FREE.labels(*labels).set(max(0, usage.size - usage.allocated))
+        POOL_SIZE.labels(*labels).set(max(u.size for u in objects))
+        POOL_ALLOCATED.labels(*labels).set(allocated)
+        POOL_OBJECTS.labels(*labels).set(len(objects))
     for labels in _published_pools - current:
-        for gauge in (POOL_SIZE, POOL_ALLOCATED, POOL_FREE):
+        for gauge in (POOL_SIZE, POOL_ALLOCATED, POOL_OBJECTS):
             gauge.remove(*labels)
     _published_pools.clear()
     _published_pools.update(current)
@@ -122,7 +148,7 @@ __all__ = [
     "LEASE_ACQUISITIONS",
     "LEASE_LOSSES",
     "POOL_ALLOCATED",
-    "POOL_FREE",
+    "POOL_OBJECTS",
     "POOL_SIZE",
     "RESERVATION_REPAIRS",
     "SWEEP_SECONDS",

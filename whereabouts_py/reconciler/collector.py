@@ -303,11 +303,23 @@ class GarbageCollector:
             try:
                 network = network_name_of(pool.name, pool.cidr) or ""
                 annotations = pool.metadata.get("annotations") or {}
-                size = pool_size(pool.cidr, annotations.get(WHOLE_RANGE_ANNOTATION))
+                whole = annotations.get(WHOLE_RANGE_ANNOTATION)
+                size = pool_size(whole or pool.cidr)  # the whole range's
             except (ValueError, netaddr.AddrFormatError):
                 continue  # already warned about while reading the entries
             allocated = max(0, len(pool.allocations) - released.get(pool.name, 0))
-            usages.append(metrics.PoolUsage(pool.name, network, pool.cidr, size, allocated))
+            without_node = sum(1 for holder in pool.allocations.values() if not holder.node)
+            usages.append(
+                metrics.PoolUsage(
+                    pool.name,
+                    network,
+                    whole or pool.cidr,
+                    size,
+                    allocated,
+                    block=whole is not None,
+                    without_node=without_node,
+                )
+            )
         metrics.publish_pools(usages)
 
     # --- releasing -----------------------------------------------------------------------
