@@ -181,8 +181,8 @@ def test_concurrent_adds_and_cross_dels_never_hand_out_an_address_twice(
         # The Go plugin's object must exist before our daemons can mirror into it.
         assert side.go("ADD", config, "go-seed").ok
         time.sleep(LEGACY_CACHE_S + 0.2)
-    go_pods = [f"go-{i}" for i in range(8)]
-    our_pods = [f"py-{i}" for i in range(16)]
+    go_pods = [f"go-{i}" for i in range(6)]
+    our_pods = [f"py-{i}" for i in range(12)]
     jobs: dict[str, Callable[[], Outcome]] = {}
     for i in range(max(len(go_pods), len(our_pods))):
         if i < len(our_pods):
