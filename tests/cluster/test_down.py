@@ -140,7 +140,7 @@ def test_a_later_up_removes_what_a_killed_caller_left(tmp_path: Path) -> None:
 
     removed = remove_stale_clusters(min_age_s=0)
 
-    assert removed == [f"cluster {tag} of {directory.resolve()}"]
+    assert f"cluster {tag} of {directory.resolve()}" in removed
     assert [pid for pid in processes_in_mount_namespace(mount_ns) if _alive(pid)] == []
     assert [name for name in _netns() if name.startswith(f"wbc-{tag}-")] == []
     assert set(pod_netns) & _netns() == set()

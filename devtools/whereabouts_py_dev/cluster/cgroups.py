@@ -42,13 +42,22 @@ def _trees(root: str) -> list[Path]:
     ]
 
 
+def _directories(tree: Path) -> list[Path]:
+    """``tree`` and every cgroup below it, deepest first.
+
+    The runtime removes a container's cgroup as the container dies, maybe
+    while we walk: os.walk skips a directory that vanished under it.
+    """
+    return [Path(path) for path, _, _ in os.walk(tree, topdown=False)]
+
+
 def processes(root: str) -> set[int]:
     """Every process in ``root``'s trees."""
     found: set[int] = set()
     for tree in _trees(root):
-        for procs in tree.rglob("cgroup.procs"):
+        for directory in _directories(tree):
             with contextlib.suppress(OSError):
-                found.update(int(pid) for pid in procs.read_text().split())
+                found.update(int(pid) for pid in (directory / "cgroup.procs").read_text().split())
     return found
 
 
@@ -70,12 +79,7 @@ def remove(root: str, timeout_s: float = 10.0) -> list[str]:
     while True:
         problems = []
         for tree in _trees(root):
-            directories = sorted(
-                (path for path in tree.rglob("*") if path.is_dir()),
-                key=lambda path: len(path.parts),
-                reverse=True,
-            )
-            for directory in [*directories, tree]:
+            for directory in _directories(tree):
                 try:
                     directory.rmdir()
                 except FileNotFoundError:

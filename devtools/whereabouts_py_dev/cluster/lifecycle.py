@@ -24,7 +24,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -174,9 +174,15 @@ class Cluster:
         node_count: int,
         *,
         tied: bool = False,
+        images: Sequence[Path] = (),
         status: Callable[[str], None] = _status,
     ) -> Cluster:
-        """Build what is missing, start everything, return when every node is Ready."""
+        """Build what is missing, start everything, return when every node is Ready.
+
+        ``images`` are more OCI archives (``images.import_image``) imported into
+        every node with ours before the kubelets start. ``tied``: the cluster's
+        processes die with the caller (tests); otherwise it outlives it.
+        """
         started = time.monotonic()
         names = node_names(node_count)
         directory = directory.resolve()
@@ -191,7 +197,7 @@ class Cluster:
         ensure_binaries()
         binaries = ensure_node_binaries()
         multus = ensure_multus()
-        images = node_images()
+        archives = [*node_images(), *images]
         status("[2/7] control plane (etcd, kube-apiserver)")
         identities = [controllers.CONTROLLER_MANAGER, controllers.SCHEDULER]
         identities += [controllers.node_identity(name) for name in names]
@@ -229,7 +235,7 @@ class Cluster:
         cluster._save()
         _register(tag, directory)
         try:
-            cluster._start(binaries, multus, images, tied, status)
+            cluster._start(binaries, multus, archives, tied, status)
         except BaseException:
             with contextlib.suppress(Exception):
                 cluster.down(remove_directory=False)
@@ -260,11 +266,13 @@ class Cluster:
         status("[5/7] relays: apiserver into the node namespaces, kubelets to the apiserver")
         self._start_relay(tied)
         for node in self.nodes:
-            status(
-                f"[6/7] node {node.name}: containerd, images, kubelet "
-                f"({node.ip}, pods {node.pod_cidr})"
-            )
-            self._start_node(node, binaries, multus, images, tied)
+            status(f"[6/7] node {node.name}: containerd ({node.ip}, pods {node.pod_cidr})")
+            self._start_node(node, multus, tied)
+        status(f"[6/7] images into every node: {', '.join(path.name for path in images)}")
+        for archive in images:
+            import_image(archive, self.nodes)
+        for node in self.nodes:
+            self.start_kubelet(node.name, tied=tied, binaries=binaries)
         status("[7/7] kube-controller-manager, kube-scheduler; waiting for the nodes to be Ready")
         self._spawn(
             "kube-controller-manager",
@@ -328,9 +336,8 @@ class Cluster:
             probe.settimeout(1)
             return probe.connect_ex(address) == 0
 
-    def _start_node(
-        self, node: Node, binaries: NodeBinaries, multus: Path, images: list[Path], tied: bool
-    ) -> None:
+    def _start_node(self, node: Node, multus: Path, tied: bool) -> None:
+        """Everything of a node up to its running containerd."""
         node.make_directories()
         shutil.copy2(
             self.plane.kubeconfig_for(controllers.node_identity(node.name).name), node.kubeconfig
@@ -339,15 +346,11 @@ class Cluster:
         cni.install(node, multus)
         (node.directory / CONTAINERD_CONFIG).write_text(containerd.config())
         kubelet.write_config(node.directory / KUBELET_CONFIG, node.cgroup_root)
-
         holder = node.start_holder(tied)
         self.pids[f"{node.name}/holder"] = holder
         self.mount_namespaces[node.name] = mount_namespace(holder)
         self._save()
         self.start_containerd(node.name, tied=tied)
-        for archive in images:
-            import_image(archive, [node])
-        self.start_kubelet(node.name, tied=tied, binaries=binaries)
 
     # --- a node's processes, for tests that stop and start them ------------------------------
     def start_containerd(self, node_name: str, *, tied: bool = True) -> None:
@@ -467,23 +470,31 @@ class Cluster:
     def down(self, *, remove_directory: bool = True) -> None:
         """Remove everything ``up`` made; LabError listing whatever could not be removed."""
         problems: list[str] = []
+        # Every step runs, whatever an earlier one met: what is left is listed at the end.
         for node in self.nodes:
-            problems += self._stop_node(node)
+            try:
+                problems += self._stop_node(node)
+            except Exception as error:
+                problems.append(f"stopping node {node.name}: {error!r}")
         for key in ("kube-scheduler", "kube-controller-manager", "relay"):
             self._stop_process(key)
         problems += network.remove(self.topology)
         try:
             self.plane.stop(remove_directory=False)
-        except ControlPlaneError as error:
-            problems.append(str(error))
+        except (ControlPlaneError, OSError) as error:
+            problems.append(f"stopping the control plane: {error}")
         problems += _unmount_under(self.directory)
-        _unregister(self.topology.tag)
-        if remove_directory and not problems:
+        if not problems:
+            # Kept otherwise, so that a later ``up`` tries again (remove_stale_clusters).
+            _unregister(self.topology.tag)
+        if problems:
+            # The state stays: 'down' again, or a later 'up', retries what is left.
+            self._save_if_present()
+            raise LabError("the cluster was not completely removed: " + "; ".join(problems))
+        if remove_directory:
             shutil.rmtree(self.directory, ignore_errors=True)
         else:
             (self.directory / STATE_FILE).unlink(missing_ok=True)
-        if problems:
-            raise LabError("the cluster was not completely removed: " + "; ".join(problems))
 
     def _stop_process(self, key: str, grace_s: float = 5.0) -> None:
         pid = self.pids.pop(key, None)
