@@ -3,7 +3,8 @@
 # PyInstaller; containerd, runc, busybox-static and gcc for the real nodes), a
 # virtualenv with the package and its test extras, and the development tooling
 # (devtools/, the whereabouts-py-dev command), the pinned control-plane and node
-# binaries (compiled once with Go, then cached in ~/.cache/whereabouts-py),
+# binaries, Multus and the Go whereabouts plugin that the interop tests run next
+# to ours (compiled once with Go, then cached in ~/.cache/whereabouts-py),
 # the nodes' pause and lab-tools images and the product image (`make image`:
 # buildah, podman and mmdebstrap build it from the Dockerfile on a Debian base
 # made here, with no registry).
