@@ -4,7 +4,7 @@ A Role cannot name Leases by prefix, and a pool's Lease has a name made from
 the pool's, so our Leases live in a namespace of their own
 (``whereabouts-py-leases``); the rights there are the only rights on Leases
 our ServiceAccounts hold. Every verb granted is one the code uses, and no
-other: the reconciler never creates or deletes an IPPool.
+other: the reconciler never creates an IPPool (it deletes empty blocks).
 """
 
 from __future__ import annotations
@@ -75,7 +75,10 @@ def test_our_leases_are_writable_in_their_own_namespace(
     for verb in ("get", "update"):
         assert can_i(control_plane, user, verb, f"leases/{lease}", LEASES), verb
     assert can_i(control_plane, user, "create", "leases", LEASES)
-    for verb in ("delete", "patch", "list", "watch"):  # none of these is used
+    unused = ("patch", "list", "watch")
+    # The reconciler deletes an empty block's Lease with the block; the daemon never deletes.
+    assert can_i(control_plane, user, "delete", f"leases/{lease}", LEASES) is (user == RECONCILER)
+    for verb in unused:
         assert not can_i(control_plane, user, verb, f"leases/{lease}", LEASES), verb
 
 
@@ -87,9 +90,9 @@ def test_each_process_holds_exactly_the_verbs_its_code_uses(
         # blocks are created); get/create/update/delete_reservation
         (DAEMON, POOLS): {"get", "list", "create", "update"},
         (DAEMON, RESERVATIONS): {"get", "create", "update", "delete"},
-        # whereabouts_py/reconciler: get_pool, list_pools, write_pool of existing pools;
-        # get/list/create/delete_reservation (it never updates one)
-        (RECONCILER, POOLS): {"get", "list", "update"},
+        # whereabouts_py/reconciler: get_pool, list_pools, write_pool of existing pools,
+        # delete_pool of empty blocks; get/list/create/delete_reservation (never updates one)
+        (RECONCILER, POOLS): {"get", "list", "update", "delete"},
         (RECONCILER, RESERVATIONS): {"get", "list", "create", "delete"},
     }
     verbs = ("get", "list", "watch", "create", "update", "patch", "delete", "deletecollection")

@@ -116,6 +116,34 @@ def test_pool_writes_are_compare_and_swap_and_keep_metadata(backend: Backend) ->
     assert emptied.status["allocated"] == 0 and emptied.status["free"] == 6
 
 
+def test_pools_and_leases_are_deleted_only_as_read(backend: Backend) -> None:
+    store = backend.store
+    first = store.write_pool(store.get_pool("10.5.0.0-26", "10.5.0.0/26"), {})
+    newer = store.write_pool(first, {1: A})
+    with pytest.raises(ConflictError):
+        store.delete_pool(first)  # an ADD wrote meanwhile: the pool stays
+    assert store.get_pool("10.5.0.0-26", "10.5.0.0/26").allocations == {1: A}
+    emptied = store.write_pool(newer, {})
+    assert store.delete_pool(emptied) is True
+    gone = store.get_pool("10.5.0.0-26", "10.5.0.0/26")
+    assert (gone.allocations, gone.resource_version) == ({}, None)
+    assert store.delete_pool(emptied) is False  # already gone
+    assert [p.name for p in store.list_pools()] == []
+    # A writer that read the pool before the delete cannot bring it back by update: it
+    # loses as it would lose any compare-and-swap, reads again and creates it.
+    with pytest.raises(ConflictError):
+        store.write_pool(emptied, {2: B})
+    assert store.write_pool(gone, {2: B}).allocations == {2: B}  # it is created anew
+
+    taken = store.write_lease(None, "whereabouts-py-pool-10.5.0.0-26", "node-a", 10)
+    renewed = store.write_lease(taken, taken.name, "node-a", 10)
+    with pytest.raises(ConflictError):
+        store.delete_lease(taken)  # renewed since
+    assert store.delete_lease(renewed) is True
+    assert store.get_lease(taken.name) is None
+    assert store.delete_lease(renewed) is False
+
+
 def test_pools_are_listed(backend: Backend) -> None:
     store = backend.store
     for name, cidr in (("10.3.0.0-30", "10.3.0.0/30"), ("fd00---126", "fd00::/126")):

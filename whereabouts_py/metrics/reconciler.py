@@ -51,6 +51,11 @@ LEASE_LOSSES = Counter(
     "whereabouts_reconciler_lease_losses_total",
     "Times this replica stopped leading (Lease taken over, or not renewed in time).",
 )
+BLOCKS_DELETED = Counter(
+    "whereabouts_empty_blocks_deleted_total",
+    "Empty, unclaimed 64-address block IPPools of large ranges deleted by the sweep "
+    "(with their Leases), so that blocks do not pile up.",
+)
 POOL_LABELS = ["pool", "network", "range"]
 POOL_SIZE = Gauge(
     "whereabouts_pool_size",
@@ -141,6 +146,7 @@ def set_leader(leading: bool) -> None:
 
 
 __all__ = [
+    "BLOCKS_DELETED",
     "CONFLICTS",
     "GC_FAILURES",
     "GC_RELEASES",

@@ -39,6 +39,8 @@ a later sweep deletes it once the entry is gone.
 
 from __future__ import annotations
 
+import contextlib
+import datetime as dt
 import logging
 import random
 import time
@@ -65,7 +67,13 @@ from whereabouts_py.core.ownership import (
     same_attachment,
     unmirrored_entries,
 )
-from whereabouts_py.errors import AlreadyExistsError, ConflictError, StoreError, TryAgainError
+from whereabouts_py.errors import (
+    AlreadyExistsError,
+    ConflictError,
+    StoreError,
+    TryAgainError,
+    WhereaboutsError,
+)
 from whereabouts_py.metrics import reconciler as metrics
 from whereabouts_py.store.kube import (
     GROUP,
@@ -76,6 +84,7 @@ from whereabouts_py.store.kube import (
     PoolSnapshot,
     Reservation,
 )
+from whereabouts_py.store.values import pool_lease_name
 
 log = logging.getLogger(__name__)
 
@@ -163,6 +172,7 @@ class GarbageCollector:
         self._orphans: FirstSeen[tuple[str, str]] = FirstSeen(grace_period_s)
         self._unbacked: FirstSeen[tuple[str, int, Allocation]] = FirstSeen(grace_period_s)
         self._reported_conflicts: set[tuple[str, int, Allocation, str]] = set()
+        self._empty_blocks: dict[str, str] = {}  # block IPPool -> resourceVersion seen empty
         for verdict in Verdict:
             if verdict.releases_now or verdict is Verdict.NOT_IN_NETWORK_STATUS:
                 metrics.GC_RELEASES.labels(reason=verdict.value)
@@ -257,6 +267,7 @@ class GarbageCollector:
         if self._leading():
             settled = {entry.key for entry, _ in doomed} | set(contradicted)
             report.mirrored = self._mirror_blocks(pools, settled)
+            self.delete_empty_blocks(pools)
 
         versions = {reservation.name: reservation.resource_version for reservation in reservations}
         orphans = self._orphans.due(
@@ -295,6 +306,51 @@ class GarbageCollector:
             report.seconds,
         )
         return report
+
+    def delete_empty_blocks(self, pools: Sequence[PoolSnapshot]) -> list[str]:
+        """Delete the blocks of large ranges that stay empty and unclaimed; return their names.
+
+        A block goes when two sweeps in a row found it empty at the same
+        resourceVersion (untouched in between) and no node holds its Lease. The
+        delete is a compare-and-swap on that version: an ADD that wrote first
+        keeps the block; one that writes after gets a conflict, reads the pool
+        as missing and creates it again. Its Lease goes the same way, unless a
+        node took it meanwhile. The Go plugin's whole-range object has no
+        range annotation and is never touched.
+        """
+        seen, self._empty_blocks = self._empty_blocks, {}
+        now = dt.datetime.now(dt.UTC)
+        deleted: list[str] = []
+        for pool in pools:
+            annotations = pool.metadata.get("annotations") or {}
+            if pool.allocations or not annotations.get(WHOLE_RANGE_ANNOTATION):
+                continue
+            version = pool.resource_version
+            if version is None:
+                continue
+            if seen.get(pool.name) != version:
+                self._empty_blocks[pool.name] = version  # the next sweep decides
+                continue
+            try:
+                lease = self.store.get_lease(pool_lease_name(pool.name))
+                if lease is not None and lease.held_by_other("", now):
+                    self._empty_blocks[pool.name] = version  # a node is about to use it
+                    continue
+                if not self.store.delete_pool(pool):
+                    continue
+                deleted.append(pool.name)
+                metrics.BLOCKS_DELETED.inc()
+                if lease is not None:
+                    with contextlib.suppress(ConflictError):  # taken meanwhile: it stays
+                        self.store.delete_lease(lease)
+            except ConflictError:
+                continue  # written since: in use again
+            except WhereaboutsError as error:
+                log.warning("empty block IPPool %s not deleted: %s", pool.name, error)
+                metrics.count_failure("delete_block")
+        if deleted:
+            log.info("deleted empty block IPPools: %s", ", ".join(deleted))
+        return deleted
 
     @staticmethod
     def _publish_pools(pools: Sequence[PoolSnapshot], released: Mapping[str, int]) -> None:

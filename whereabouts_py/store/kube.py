@@ -371,10 +371,15 @@ class KubeStore:
                 "spec": spec,
                 "status": status,
             }
-            with _translated(f"updating {where}"):
-                answer = self._call(
-                    "PUT", _objects(GROUP, VERSION, self.namespace, POOLS, snapshot.name), body
-                )
+            try:
+                with _translated(f"updating {where}"):
+                    answer = self._call(
+                        "PUT", _objects(GROUP, VERSION, self.namespace, POOLS, snapshot.name), body
+                    )
+            except NotFoundError:
+                # Deleted since read (an empty block): the writer reads again and
+                # creates it, as after any lost compare-and-swap.
+                raise ConflictError(f"updating {where}: conflict", "it no longer exists") from None
         return self._pool_from(answer)
 
     def _pool_from(self, body: Mapping[str, Any]) -> PoolSnapshot:
@@ -389,6 +394,23 @@ class KubeStore:
             metadata=kept_metadata(metadata),
             status=dict(body.get("status") or {}),
         )
+
+    def delete_pool(self, snapshot: PoolSnapshot) -> bool:
+        """Delete it if unchanged since ``snapshot`` was read (ConflictError if it changed);
+        False when it was already gone."""
+        checked_name("IPPool", snapshot.name)
+        options = {
+            "apiVersion": "v1",
+            "kind": "DeleteOptions",
+            "preconditions": {"resourceVersion": snapshot.resource_version},
+        }
+        try:
+            with _translated(f"deleting IPPool {self.namespace}/{snapshot.name}"):
+                where = _objects(GROUP, VERSION, self.namespace, POOLS, snapshot.name)
+                self._call("DELETE", where, options)
+        except NotFoundError:
+            return False
+        return True
 
     # --- OverlappingRangeIPReservations -------------------------------------------
     def get_reservation(self, name: str) -> Reservation | None:
@@ -516,6 +538,22 @@ class KubeStore:
                     body,
                 )
         return self._lease_from(answer, duration_s)
+
+    def delete_lease(self, record: LeaseRecord) -> bool:
+        """Delete it if unchanged since read (ConflictError if it changed); False if gone."""
+        checked_name("Lease", record.name)
+        options = {
+            "apiVersion": "v1",
+            "kind": "DeleteOptions",
+            "preconditions": {"resourceVersion": record.resource_version},
+        }
+        where = _objects(LEASE_GROUP, LEASE_VERSION, self.lease_namespace, LEASES, record.name)
+        try:
+            with _translated(f"deleting Lease {self.lease_namespace}/{record.name}"):
+                self._call("DELETE", where, options)
+        except NotFoundError:
+            return False
+        return True
 
     @staticmethod
     def _lease_from(body: Mapping[str, Any], duration_s: float | None = None) -> LeaseRecord:

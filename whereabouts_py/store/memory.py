@@ -162,6 +162,21 @@ class MemoryStore:
             self._pools[snapshot.name] = written
             return written
 
+    def delete_pool(self, snapshot: PoolSnapshot) -> bool:
+        checked_name("IPPool", snapshot.name)
+        self._enter("delete_pool")
+        with self._lock:
+            stored = self._pools.get(snapshot.name)
+            if stored is None:
+                return False
+            if stored.resource_version != snapshot.resource_version:
+                raise ConflictError(
+                    f"deleting IPPool {self.namespace}/{snapshot.name}: conflict",
+                    "precondition failed: the object has been modified",
+                )
+            del self._pools[snapshot.name]
+            return True
+
     # --- OverlappingRangeIPReservations -------------------------------------------
     def get_reservation(self, name: str) -> Reservation | None:
         checked_name("OverlappingRangeIPReservation", name)
@@ -245,6 +260,21 @@ class MemoryStore:
             )
             self._leases[name] = record
             return record
+
+    def delete_lease(self, record: LeaseRecord) -> bool:
+        checked_name("Lease", record.name)
+        self._enter("delete_lease")
+        with self._lock:
+            stored = self._leases.get(record.name)
+            if stored is None:
+                return False
+            if stored.resource_version != record.resource_version:
+                raise ConflictError(
+                    f"deleting Lease {record.name}: conflict",
+                    "precondition failed: the object has been modified",
+                )
+            del self._leases[record.name]
+            return True
 
     # --- Pods (read only) ----------------------------------------------------------
     def get_pod(self, namespace: str, name: str) -> PodState | None:

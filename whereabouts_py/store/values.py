@@ -112,6 +112,11 @@ def checked_namespace(name: str) -> str:
     return name
 
 
+def pool_lease_name(pool: str) -> str:
+    """The coordination Lease of an IPPool, as the node daemons name it."""
+    return f"whereabouts-py-pool-{pool}"[:253]
+
+
 def usable_addresses(cidr: str) -> int:
     """Addresses of a range but its network and last address (0 if unreadable)."""
     try:
