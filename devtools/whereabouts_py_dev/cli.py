@@ -85,11 +85,13 @@ def _devcluster_exec(args: argparse.Namespace) -> int:
 def _devcluster_build(_args: argparse.Namespace) -> int:
     from whereabouts_py_dev.binaries import ensure_binaries
     from whereabouts_py_dev.goplugin import ensure_go_whereabouts
+    from whereabouts_py_dev.helm import ensure_helm
     from whereabouts_py_dev.multus import ensure_multus
 
     print(ensure_binaries().directory)
     print(ensure_multus())
     print(ensure_go_whereabouts())
+    print(ensure_helm())
     return 0
 
 
@@ -127,7 +129,7 @@ def _add_devcluster(subparsers: argparse._SubParsersAction[argparse.ArgumentPars
 
     build = actions.add_parser(
         "build",
-        help="build (once) the control plane, Multus and the whereabouts Go plugin; "
+        help="build (once) the control plane, Multus, the whereabouts Go plugin and Helm; "
         "print where they are cached",
     )
     build.set_defaults(handler=_devcluster_build)
