@@ -267,7 +267,8 @@ class GarbageCollector:
         if self._leading():
             settled = {entry.key for entry, _ in doomed} | set(contradicted)
             report.mirrored = self._mirror_blocks(pools, settled)
-            self.delete_empty_blocks(pools)
+            gone = set(self.delete_empty_blocks(pools))
+            pools = [pool for pool in pools if pool.name not in gone]
 
         versions = {reservation.name: reservation.resource_version for reservation in reservations}
         orphans = self._orphans.due(
