@@ -16,6 +16,14 @@ conflict it coordinates for a while: it takes the pool's coordination Lease
 work, and hands it back when the queue drains. Waiting for the Lease lets
 more of this node's requests join the batch, so under load each turn writes
 many allocations at once.
+
+A node that waits for the Lease is told, it does not poll: it watches the
+Lease (one request for as long as it keeps waiting now and then) and tries
+again only when the Lease changes hands, is given back, or its holder's term
+runs out. When it is given back, the waiting nodes each wait a random moment
+first, and one that sees it taken meanwhile does not even try. Where the
+watch is not allowed (no ``watch`` verb on Leases), the worker falls back to
+looking at the Lease every few milliseconds.
 """
 
 from __future__ import annotations
@@ -54,6 +62,13 @@ COORDINATION_WINDOW_S = 5.0
 LEASE_POLL_S = 0.02
 # A worker gives up waiting for the Lease after this long and writes optimistically.
 LEASE_WAIT_LIMIT_S = 3.0
+# A Lease's watch runs while someone waited for it within this long.
+LEASE_WATCH_IDLE_S = 30.0
+# When the Lease is given back, a waiting node waits up to this long (at random)
+# before it tries to take it, and does not try if another node took it meanwhile.
+LEASE_STAGGER_S = 0.02
+# After an attempt lost to another node, how long to wait for the watch to say who.
+LEASE_CHANGE_WAIT_S = 0.25
 
 
 def lease_name_for(pool: str) -> str:
@@ -68,6 +83,73 @@ class LeaseSettings:
     duration_s: float = 1.5
     renew_deadline_s: float = 1.0
     retry_period_s: float = 0.5
+
+
+class _LeaseWatch:
+    """The current state of one Lease, kept by a watch while a writer waits for it."""
+
+    def __init__(self, store: KubeStore, name: str) -> None:
+        self._store = store
+        self._name = name
+        self.cond = threading.Condition()
+        self.seq = 0  # changes seen
+        self.record: LeaseRecord | None = None
+        self.synced = False  # record is the Lease's state (the watch runs and has said it)
+        self.running = False
+        self.failed = False  # not allowed to watch: callers look for themselves
+        self._wanted_until = 0.0
+
+    def latest(self) -> tuple[int, bool, LeaseRecord | None]:
+        with self.cond:
+            return self.seq, self.synced, self.record
+
+    def want(self) -> None:
+        """Keep (or start) the watch: someone waits for the Lease now."""
+        with self.cond:
+            self._wanted_until = time.monotonic() + LEASE_WATCH_IDLE_S
+            if not self.running and not self.failed:
+                self.running = True
+                threading.Thread(target=self._run, name=f"lease-{self._name}", daemon=True).start()
+
+    def wait_change(self, seen: int, until: float) -> None:
+        """Wait until a change after event ``seen``, or until ``until`` (monotonic)."""
+        with self.cond:
+            while self.seq == seen and not self.failed:
+                remaining = until - time.monotonic()
+                if remaining <= 0:
+                    return
+                self.cond.wait(remaining)
+
+    def _run(self) -> None:
+        try:
+            while time.monotonic() < self._wanted_until:
+                try:
+                    for record in self._store.watch_lease(self._name, LEASE_WATCH_IDLE_S):
+                        with self.cond:
+                            self.record, self.synced = record, True
+                            self.seq += 1
+                            self.cond.notify_all()
+                        if time.monotonic() >= self._wanted_until:
+                            break
+                except WhereaboutsError as error:
+                    if "forbidden" in str(error):
+                        log.info(
+                            "Lease %s: cannot watch it (%s); looking instead", self._name, error
+                        )
+                        self.failed = True
+                        return
+                    log.debug("Lease %s: watch ended: %s", self._name, error)
+                    time.sleep(random.uniform(0.1, 0.3))
+                finally:
+                    with self.cond:
+                        self.synced = False
+        finally:
+            with self.cond:
+                self.running = False
+                self.cond.notify_all()
+
+
+_UNKNOWN: Any = object()  # "read the Lease", as opposed to a state the watch gave
 
 
 @dataclass
@@ -125,6 +207,7 @@ class PoolWriter:
         self._lease_lock = threading.Lock()
         self._elsewhere_until = 0.0
         self._lease_taken_at = 0.0
+        self._lease_watch = _LeaseWatch(store, lease_name_for(name))
 
     @property
     def lease_name(self) -> str:
@@ -308,8 +391,12 @@ class PoolWriter:
         elapsed = time.monotonic() - self._lease_taken_at
         return elapsed < self.lease_settings.renew_deadline_s / 2
 
-    def _acquire_once(self) -> bool:
-        """One attempt to take or renew the Lease (caller holds _lease_lock)."""
+    def _acquire_once(self, known: LeaseRecord | None = _UNKNOWN) -> bool:
+        """One attempt to take or renew the Lease (caller holds _lease_lock).
+
+        ``known`` is its current state when a watch says so (None: it does not
+        exist); otherwise it is read first.
+        """
         settings = self.lease_settings
         try:
             if self._lease is not None:
@@ -322,7 +409,7 @@ class PoolWriter:
                 except ConflictError:
                     self._lease = None
                     metrics.LEASE_LOSSES.labels(pool=self.metrics_pool).inc()
-            current = self.store.get_lease(self.lease_name)
+            current = self.store.get_lease(self.lease_name) if known is _UNKNOWN else known
             now = dt.datetime.now(dt.UTC)
             if current is not None and current.held_by_other(self.identity, now):
                 assert current.renewed is not None
@@ -344,16 +431,39 @@ class PoolWriter:
         with self._lease_lock:
             if self._lease is not None and self._lease_fresh():
                 return
+            watch = self._lease_watch
             while time.monotonic() < give_up:
+                seen, synced, record = watch.latest()
                 try:
-                    if self._acquire_once():
+                    if self._acquire_once(record if synced else _UNKNOWN):
                         return
                 except StoreError as error:
                     log.warning("pool %s: lease unavailable (%s); writing anyway", self.name, error)
                     return
-                pause = min(LEASE_POLL_S, self.lease_settings.retry_period_s)
-                time.sleep(random.uniform(0.5, 1.5) * pause)
+                if watch.failed:  # no watch: look again in a moment
+                    pause = min(LEASE_POLL_S, self.lease_settings.retry_period_s)
+                    time.sleep(random.uniform(0.5, 1.5) * pause)
+                    continue
+                watch.want()
+                # Another node writes this pool too: keep coordinating (else this
+                # node would go back to optimistic writes, and lose races, in a moment).
+                self._contended_until = time.monotonic() + COORDINATION_WINDOW_S
+                # Told, not poll: until the Lease changes, or its holder's term runs out.
+                now = time.monotonic()
+                watch.wait_change(
+                    seen, min(give_up, max(self._elsewhere_until, now + LEASE_CHANGE_WAIT_S))
+                )
+                changed, synced, record = watch.latest()
+                if changed != seen and synced and not self._held_elsewhere(record):
+                    # Given back: let the waiting nodes spread out, so that one takes
+                    # it and the others see that before they try.
+                    watch.wait_change(
+                        changed, time.monotonic() + random.uniform(0, LEASE_STAGGER_S)
+                    )
         log.info("pool %s: lease still held elsewhere; writing without it", self.name)
+
+    def _held_elsewhere(self, record: LeaseRecord | None) -> bool:
+        return record is not None and record.held_by_other(self.identity, dt.datetime.now(dt.UTC))
 
     def _give_back(self, lease: LeaseRecord) -> None:
         # A conflict means another node took it after it expired: nothing to give back.
