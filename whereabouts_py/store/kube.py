@@ -253,6 +253,36 @@ class _Transport:
         answer = json.loads(text) if text else {}
         return answer if isinstance(answer, dict) else {}
 
+    def stream(self, path: str, timeout_s: float) -> Iterator[dict[str, Any]]:
+        """The JSON lines of a streaming GET (a watch), each parsed, until the server ends it."""
+        headers = {"Accept": "application/json", "User-Agent": USER_AGENT}
+        token = self._authorization()
+        if token:
+            headers["Authorization"] = token
+        response = self._pool.request(
+            "GET",
+            self._configuration.host + path,
+            headers=headers,
+            timeout=urllib3.Timeout(connect=REQUEST_TIMEOUT[0], read=timeout_s),
+            retries=False,
+            preload_content=False,
+        )
+        try:
+            if not 200 <= response.status <= 299:
+                text = response.read().decode("utf-8", errors="replace")
+                raise ApiException(status=response.status, reason=response.reason, body=text)
+            pending = b""
+            for chunk in response.stream(65536):
+                pending += chunk
+                *lines, pending = pending.split(b"\n")
+                for line in lines:
+                    if line.strip():
+                        event = json.loads(line)
+                        if isinstance(event, dict):
+                            yield event
+        finally:
+            response.release_conn()
+
     def _not_ready(self) -> str:
         """Why the apiserver is not ready ("" when it is, or cannot say).
 
@@ -554,6 +584,33 @@ class KubeStore:
         except NotFoundError:
             return False
         return True
+
+    def watch_lease(self, name: str, timeout_s: float = 60.0) -> Iterator[LeaseRecord | None]:
+        """Watch one Lease: its current state first (if it exists), then every change
+        (None: deleted), until about ``timeout_s`` have passed.
+
+        For a writer waiting for a Lease, so that it is told when the Lease is
+        given back instead of reading it again and again. StoreError if the
+        watch cannot be opened or breaks (e.g. 403 without the ``watch`` verb).
+        """
+        checked_name("Lease", name)
+        query = urllib.parse.urlencode(
+            {
+                "watch": "1",
+                "fieldSelector": f"metadata.name={name}",
+                "timeoutSeconds": str(max(1, round(timeout_s))),
+            }
+        )
+        path = f"{_objects(LEASE_GROUP, LEASE_VERSION, self.lease_namespace, LEASES)}?{query}"
+        with _translated(f"watching Lease {self.lease_namespace}/{name}"):
+            for event in self._call.stream(path, timeout_s + 10.0):
+                kind, body = event.get("type"), event.get("object")
+                if kind == "DELETED":
+                    yield None
+                elif kind in {"ADDED", "MODIFIED"} and isinstance(body, dict):
+                    yield self._lease_from(body)
+                elif kind == "ERROR":  # e.g. 410 Gone: the caller opens a new watch
+                    return
 
     @staticmethod
     def _lease_from(body: Mapping[str, Any], duration_s: float | None = None) -> LeaseRecord:
