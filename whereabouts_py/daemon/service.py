@@ -136,6 +136,11 @@ def _local_op(
     return operation
 
 
+# An ADD this recent (or still running) is never GC's to undo: longer than any ADD may
+# take (the shim gives up after 30 s) plus the time a runtime may hold its list.
+GC_SPARES_ADDS_FOR_S = 300.0
+
+
 def _attachment(request: Mapping[str, Any], *, need_container: bool = True) -> Attachment:
     container_id = str(request.get("containerID") or "")
     ifname = str(request.get("ifname") or "")
@@ -180,6 +185,10 @@ class IPAMService:
         self._legacy_cache: dict[str, tuple[float, _Legacy]] = {}
         self._warned: set[str] = set()
         self._warned_lock = threading.Lock()
+        # When each attachment's latest ADD began on this node: a GC whose list of valid
+        # attachments was made before that ADD must not take its address away.
+        self._adds_begun: dict[tuple[str, str], float] = {}
+        self._adds_lock = threading.Lock()
         self.placement = Placement(store.list_pools)
 
     # --- dispatch ------------------------------------------------------------------------
@@ -278,6 +287,7 @@ class IPAMService:
     # --- ADD -------------------------------------------------------------------------------
     def add(self, request: Mapping[str, Any], config: dict[str, Any]) -> dict[str, Any]:
         attachment = _attachment(request)
+        self._note_add_begun(attachment.container_id, attachment.ifname)
         ipam = self.ipam_config(config)
         runtime_config = config.get("runtimeConfig")
         requested = requested_addresses(
@@ -647,7 +657,11 @@ class IPAMService:
         released_total = 0
 
         def stale(holder: Allocation) -> bool:
-            return holder.node == self.node and (holder.container_id, holder.ifname) not in valid
+            return (
+                holder.node == self.node
+                and (holder.container_id, holder.ifname) not in valid
+                and not self._add_begun_lately(holder.container_id, holder.ifname)
+            )
 
         for rng in ipam.ranges:
             try:
@@ -685,6 +699,25 @@ class IPAMService:
                 "; ".join(failures),
             )
         return {}
+
+    def _note_add_begun(self, container_id: str, ifname: str) -> None:
+        now = time.monotonic()
+        with self._adds_lock:
+            self._adds_begun[(container_id, ifname)] = now
+            if len(self._adds_begun) > 4096:  # forget what no GC can race any more
+                horizon = now - GC_SPARES_ADDS_FOR_S
+                self._adds_begun = {k: t for k, t in self._adds_begun.items() if t > horizon}
+
+    def _add_begun_lately(self, container_id: str, ifname: str) -> bool:
+        """Whether an ADD of this attachment began here less than GC_SPARES_ADDS_FOR_S ago.
+
+        The runtime lists the valid attachments before it sends GC; an ADD it
+        began meanwhile (or that is still running) is missing from that list
+        but is no leak: freeing its entry would hand its address out twice.
+        """
+        with self._adds_lock:
+            begun = self._adds_begun.get((container_id, ifname))
+        return begun is not None and time.monotonic() - begun < GC_SPARES_ADDS_FOR_S
 
     # --- STATUS ------------------------------------------------------------------------------
     def status(self, request: Mapping[str, Any], config: dict[str, Any]) -> dict[str, Any]:
