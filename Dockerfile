@@ -7,20 +7,29 @@ ARG PYTHON_VERSION=3.12.8
 ARG BASE_IMAGE=python:${PYTHON_VERSION}-slim-bookworm
 
 FROM ${BASE_IMAGE} AS build
-WORKDIR /src
-COPY pyproject.toml README.md ./
-COPY whereabouts_py ./whereabouts_py
-# A virtualenv keeps the runtime stage a plain copy of what was installed.
-RUN python -m venv /opt/whereabouts-py \
-    && /opt/whereabouts-py/bin/pip install --no-cache-dir --no-compile .
-# The CNI shim runs on the node, which may have no Python: build it self-contained
-# (its own libpython and stdlib modules) with PyInstaller, from a venv that stays here.
-# PyInstaller needs binutils (objdump, objcopy; strip makes the bundle smaller).
+# PyInstaller (below) needs binutils (objdump, objcopy; strip makes the bundle smaller).
 RUN apt-get update \
     && apt-get install -y --no-install-recommends binutils=2.40-2 \
     && rm -rf /var/lib/apt/lists/*
-RUN python -m venv /opt/shim-build \
+WORKDIR /src
+# Two virtualenvs: /opt/whereabouts-py, which the runtime stage copies as is, and
+# /opt/shim-build with PyInstaller, which stays here. Their dependencies come
+# first, installed through a stand-in package, so that a change to the sources
+# alone reuses these layers.
+COPY pyproject.toml README.md ./
+RUN mkdir whereabouts_py && touch whereabouts_py/__init__.py \
+    && python -m venv /opt/whereabouts-py \
+    && /opt/whereabouts-py/bin/pip install --no-cache-dir --no-compile . \
+    && /opt/whereabouts-py/bin/pip uninstall -y whereabouts-py \
+    && python -m venv /opt/shim-build \
     && /opt/shim-build/bin/pip install --no-cache-dir ".[shim-build]" \
+    && /opt/shim-build/bin/pip uninstall -y whereabouts-py \
+    && rm -rf whereabouts_py build ./*.egg-info
+COPY whereabouts_py ./whereabouts_py
+# The CNI shim runs on the node, which may have no Python: build it self-contained
+# (its own libpython and stdlib modules) with PyInstaller.
+RUN /opt/whereabouts-py/bin/pip install --no-cache-dir --no-compile --no-deps . \
+    && /opt/shim-build/bin/pip install --no-cache-dir --no-deps . \
     && /opt/shim-build/bin/whereabouts-py build-shim --out /opt/whereabouts-py-shim
 
 FROM ${BASE_IMAGE}

@@ -13,7 +13,9 @@ pointing at a base made here from Debian packages:
    (which may hold a proxy's CA) is bind-mounted over the base's own in those
    steps only (``-v``; Debian's pip reads the system bundle), so nothing of
    the host ends up in the image. Only files the base already has are mounted:
-   a bind mount leaves an empty file where there was none.
+   a bind mount leaves an empty file where there was none. Layers are cached
+   (``--layers``): the Dockerfile installs the dependencies before it copies
+   the sources, so a change to the sources alone redoes only the last steps.
 3. **The archive**: ``buildah push`` to an OCI archive, whose ``index.json``
    then also names the image in the annotation ``io.containerd.image.name``,
    which ``ctr images import`` uses (``cluster.images.import_image``).
@@ -76,6 +78,7 @@ HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 # Archives kept besides the newest: a process may still be importing the previous one.
 _KEEP_ARCHIVES = 2
 _BUILD_TIMEOUT_S = 3600
+_KEEP_CACHE = "24h"  # unnamed images (cached layers, older builds) younger than this stay
 
 
 class ImageBuildError(RuntimeError):
@@ -284,7 +287,8 @@ def build_arguments(base: str, context: Path, tag: str = PRODUCT_IMAGE) -> list[
         _runc(),
         "--network",
         "host",
-        "--layers=false",
+        # Cached layers: a change to the sources alone reuses the dependencies.
+        "--layers",
         *mounts,
         "--build-arg",
         f"BASE_IMAGE={base}",
@@ -367,8 +371,12 @@ def _build_product(context: Path, archive: Path, emit: Callable[[str], None]) ->
     )
     name_for_containerd(partial)
     os.replace(partial, archive)
-    # Older builds of the tag and the build stage are now unnamed: drop them.
-    subprocess.run([*buildah, "rmi", "--prune"], capture_output=True, check=False)
+    # Older builds of the tag are now unnamed; keep a day of them (the layer cache).
+    subprocess.run(
+        [*podman_command(), "image", "prune", "--force", "--filter", f"until={_KEEP_CACHE}"],
+        capture_output=True,
+        check=False,
+    )
     _prune_archives(archive)
     emit(f"image: {PRODUCT_IMAGE} ready in {time.monotonic() - started:.0f}s: {archive}")
 

@@ -329,6 +329,24 @@ def wait_for_metric(port: int, name: str, container: str, timeout: float = 90) -
     raise AssertionError(f"no {name} on :{port} after {timeout}s:\n{logs.stdout}{logs.stderr}")
 
 
+def wait_for_probe(port: int, path: str, container: str, timeout: float = 90) -> None:
+    """Poll an HTTP probe's path until it answers 200; fail with the container's log."""
+    deadline = time.monotonic() + timeout
+    status = "no answer"
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as reply:
+                if reply.status == 200:
+                    return
+                status = str(reply.status)
+        except OSError as error:
+            status = str(error)
+        time.sleep(0.5)
+    logs = podman("logs", container)
+    output = logs.stdout + logs.stderr
+    raise AssertionError(f"{path} on :{port}: {status} after {timeout}s:\n{output}")
+
+
 @pytest.mark.kube
 def test_reconciler_as_the_deployment_runs_it_leads(
     image: str,
@@ -354,6 +372,8 @@ def test_reconciler_as_the_deployment_runs_it_leads(
             *credentials(control_plane, tmp_path / "sa", namespace),
         ],
     )
+    for probe in ("livenessProbe", "readinessProbe"):  # as the kubelet probes it
+        wait_for_probe(port, reconciler[probe]["httpGet"]["path"], name)
     leader = wait_for_metric(port, "whereabouts_reconciler_leader", name)
     deadline = time.monotonic() + 60
     while leader["whereabouts_reconciler_leader"] != 1.0 and time.monotonic() < deadline:
@@ -409,7 +429,8 @@ def test_daemon_as_the_daemonset_runs_it_serves_the_host_shim(
         ["--network", "host", *security_options(pod, daemon), *sa,
          *node.volume_options(pod, daemon)],
     )  # fmt: skip
-    wait_for_metric(port, "whereabouts_", name)
+    for probe in ("livenessProbe", "readinessProbe"):  # as the kubelet probes it
+        wait_for_probe(port, daemon[probe]["httpGet"]["path"], name)
     socket_path = node.path("/run/whereabouts-py/daemon.sock")
     deadline = time.monotonic() + 30
     while not socket_path.exists() and time.monotonic() < deadline:
