@@ -385,6 +385,7 @@ class ControlPlane:
         files: list[Path] = [NAD_CRD]
         for crd_dir in crd_dirs:
             files.extend(sorted(crd_dir.glob("whereabouts.cni.cncf.io_*.yaml")))
+            files.extend(sorted(crd_dir.glob("ipamclaims/k8s.cni.cncf.io_*.yaml")))
         args: list[str] = ["apply", "--server-side"]
         for path in files:
             args += ["-f", str(path)]

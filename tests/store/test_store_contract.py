@@ -16,11 +16,13 @@ from dataclasses import dataclass
 import pytest
 
 from whereabouts_py.core.allocator import Allocation
+from whereabouts_py.core.claims import ClaimState
 from whereabouts_py.core.ownership import PodState
 from whereabouts_py.errors import (
     AlreadyExistsError,
     ConflictError,
     InvalidNameError,
+    NotFoundError,
     StoreError,
 )
 from whereabouts_py.store.base import Store
@@ -38,6 +40,10 @@ class Backend:
     store: Store
     # Makes a pod as the API would report it: (namespace, name, node) -> uid.
     make_pod: Callable[[str, str, str], str]
+    # Makes an IPAMClaim as KubeVirt would: (namespace, name, network, interface).
+    make_claim: Callable[[str, str, str, str], None]
+    # Deletes an IPAMClaim: (namespace, name).
+    delete_claim: Callable[[str, str], None]
 
 
 def _memory() -> Backend:
@@ -48,7 +54,10 @@ def _memory() -> Backend:
         store.put_pod(PodState(namespace=namespace, name=name, uid=uid, node=node))
         return uid
 
-    return Backend(store, make_pod)
+    def make_claim(namespace: str, name: str, network: str, interface: str) -> None:
+        store.put_ipam_claim(ClaimState(namespace, name, network, interface))
+
+    return Backend(store, make_pod, make_claim, store.delete_ipam_claim)
 
 
 @pytest.fixture(params=["memory", pytest.param("kube", marks=pytest.mark.kube)])
@@ -76,8 +85,22 @@ def backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
         ).stdout
         return str(json.loads(made)["metadata"]["uid"])
 
+    def make_claim(claim_namespace: str, name: str, network: str, interface: str) -> None:
+        if plane.kubectl("get", "namespace", claim_namespace, check=False).returncode != 0:
+            plane.kubectl("create", "namespace", claim_namespace)
+        manifest = {
+            "apiVersion": "k8s.cni.cncf.io/v1alpha1",
+            "kind": "IPAMClaim",
+            "metadata": {"name": name, "namespace": claim_namespace},
+            "spec": {"network": network, "interface": interface},
+        }
+        plane.kubectl("create", "-f", "-", input_text=json.dumps(manifest))
+
+    def delete_claim(claim_namespace: str, name: str) -> None:
+        plane.kubectl("delete", "ipamclaim", "-n", claim_namespace, name, "--wait=true")
+
     try:
-        yield Backend(KubeStore(api, namespace), make_pod)
+        yield Backend(KubeStore(api, namespace), make_pod, make_claim, delete_claim)
     finally:
         api.close()
 
@@ -257,3 +280,30 @@ def test_memory_store_injects_failures_in_order() -> None:
     assert store.calls["write_pool"] == 3
     with pytest.raises(ValueError, match="no method 'write_pools'"):
         store.fail("write_pools", ConflictError("x"))
+
+
+def test_ipam_claims_are_read_listed_and_given_a_status(backend: Backend) -> None:
+    store = backend.store
+    namespace = f"c-{uuid.uuid4().hex[:8]}"
+    assert store.get_ipam_claim(namespace, "vm-a.net1") is None
+    backend.make_claim(namespace, "vm-a.net1", "blue", "net1")
+    claim = store.get_ipam_claim(namespace, "vm-a.net1")
+    assert claim is not None
+    assert (claim.ref, claim.network, claim.interface) == (f"{namespace}/vm-a.net1", "blue", "net1")
+    assert (claim.ips, claim.owner_pod) == ((), "")
+    assert claim.ref in {listed.ref for listed in store.list_ipam_claims()}
+    written = store.write_ipam_claim_status(claim, ["10.1.0.5/24", "fd00::5/64"], "launcher-a")
+    assert (written.ips, written.owner_pod) == (("10.1.0.5/24", "fd00::5/64"), "launcher-a")
+    assert written.resource_version != claim.resource_version
+    again = store.get_ipam_claim(namespace, "vm-a.net1")
+    assert again is not None and again.ips == ("10.1.0.5/24", "fd00::5/64")
+    assert (again.network, again.interface) == ("blue", "net1")  # status writes keep the spec
+    with pytest.raises(ConflictError):
+        store.write_ipam_claim_status(claim, ["10.1.0.6/24"], "launcher-b")  # read before
+    backend.delete_claim(namespace, "vm-a.net1")
+    assert store.get_ipam_claim(namespace, "vm-a.net1") is None
+    assert f"{namespace}/vm-a.net1" not in {listed.ref for listed in store.list_ipam_claims()}
+    with pytest.raises(NotFoundError):
+        store.write_ipam_claim_status(written, ["10.1.0.5/24"], "launcher-a")
+    with pytest.raises(InvalidNameError):
+        store.get_ipam_claim(namespace, "Not/A/Name")

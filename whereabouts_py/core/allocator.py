@@ -66,8 +66,22 @@ def find_owned(allocations: Mapping[int, Allocation], podref: str, ifname: str) 
     return min(owned) if owned else None
 
 
+def find_claimed(allocations: Mapping[int, Allocation], ipam_claim: str) -> int | None:
+    """The lowest offset an IPAMClaim (``namespace/name``) owns, or None."""
+    owned = [
+        offset for offset, allocation in allocations.items() if allocation.ipam_claim == ipam_claim
+    ]
+    return min(owned) if owned else None
+
+
 def _find_attachment(allocations: Mapping[int, Allocation], owner: Allocation) -> int | None:
-    """Idempotency lookup: by pod and interface, or by container when there is no pod."""
+    """Idempotency lookup: by claim, by pod and interface, or by container when there is no pod.
+
+    An owner with an IPAMClaim gets what the claim owns, whichever pod recorded
+    it (a VM's next pod, or the target pod of a live migration).
+    """
+    if owner.ipam_claim:
+        return find_claimed(allocations, owner.ipam_claim)
     if _names_a_pod(owner.podref):
         return find_owned(allocations, owner.podref, owner.ifname)
     owned = [
@@ -170,12 +184,15 @@ def release(
     """Drop what this container's interface holds; return the rest and the freed offsets.
 
     Allocations written by old Go versions have no interface name; they match
-    on the container ID alone.
+    on the container ID alone. An address an IPAMClaim owns is never freed
+    here: it stays the claim's until the claim is deleted.
     """
     return release_where(
         allocations,
         lambda allocation: (
-            allocation.container_id == container_id and allocation.ifname in (ifname, "")
+            not allocation.ipam_claim
+            and allocation.container_id == container_id
+            and allocation.ifname in (ifname, "")
         ),
     )
 

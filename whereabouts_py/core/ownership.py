@@ -20,18 +20,23 @@ Rules, safest first:
   out then would put it on the wire twice.
 * The pod is alive, has a network-status, and no entry of it lists the
   address: release, but only after a grace period (the caller keeps time).
+
+An allocation an IPAMClaim owns (``ipamclaimref``) is judged by its claim
+alone, before any of the above: kept while the claim exists (or while the
+claims could not be read), released once it is gone, whatever its pods do.
 """
 
 from __future__ import annotations
 
 import enum
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import netaddr
 
 from whereabouts_py.core.allocator import Allocation
+from whereabouts_py.core.claims import is_claimed
 from whereabouts_py.core.codec import pool_name, reservation_name
 
 NETWORK_STATUS = "k8s.v1.cni.cncf.io/network-status"
@@ -57,6 +62,8 @@ class PodState:
     containers_stopped: bool = False
     listed_addresses: frozenset[str] | None = None
     node: str = ""
+    # The k8s.v1.cni.cncf.io/networks annotation as written (claim references live there).
+    networks: str | None = None
 
     @property
     def podref(self) -> str:
@@ -76,6 +83,7 @@ class Verdict(enum.Enum):
     POD_FINISHED = "pod_finished"
     POD_DISRUPTED = "pod_disrupted"
     NOT_IN_NETWORK_STATUS = "not_in_network_status"
+    CLAIM_DELETED = "claim_deleted"
 
     @property
     def releases_now(self) -> bool:
@@ -130,8 +138,21 @@ def names_a_pod(podref: str) -> bool:
     return bool(slash and namespace and name)
 
 
-def judge(address: str, allocation: Allocation, pod: PodState | None) -> Verdict:
-    """The verdict for one allocation, given the pod its podref names now (or None)."""
+def judge(
+    address: str,
+    allocation: Allocation,
+    pod: PodState | None,
+    claims: Collection[str] | None = None,
+) -> Verdict:
+    """The verdict for one allocation, given the pod its podref names now (or None).
+
+    ``claims`` are the IPAMClaims that exist (``namespace/name``), or None
+    when they are not known: then every claim-owned allocation is kept.
+    """
+    if is_claimed(allocation.ipam_claim):
+        if claims is None or allocation.ipam_claim in claims:
+            return Verdict.KEEP
+        return Verdict.CLAIM_DELETED
     if not names_a_pod(allocation.podref):
         return Verdict.KEEP  # no pod identity: nothing to check it against
     if pod is None:
@@ -219,8 +240,12 @@ def same_attachment(holder: Allocation, allocation: Allocation) -> bool:
 
     Pods are compared by reference and interface: during an ADD that re-records
     a pod's entry with a new container ID, the reservation briefly still names
-    the old container, and that is not a conflict.
+    the old container, and that is not a conflict. An entry an IPAMClaim owns
+    is the same attachment as a reservation of the same claim, whichever of
+    the claim's pods recorded either.
     """
+    if is_claimed(allocation.ipam_claim) and holder.ipam_claim == allocation.ipam_claim:
+        return True
     if names_a_pod(allocation.podref) or names_a_pod(holder.podref):
         return holder.podref == allocation.podref and holder.ifname in (allocation.ifname, "")
     return holder.container_id == allocation.container_id and holder.ifname == allocation.ifname
@@ -232,7 +257,10 @@ def reservation_held_by(holder: Allocation, allocation: Allocation) -> bool:
     Strict on the container ID when the reservation records one. The Go
     project writes its reservations with ``podref`` and ``ifname`` only: such
     a reservation is the entry's when both match (as the Go DEL decides).
+    A reservation of the entry's IPAMClaim is the entry's.
     """
+    if is_claimed(allocation.ipam_claim) and holder.ipam_claim == allocation.ipam_claim:
+        return True
     if not holder.container_id:
         return (
             names_a_pod(holder.podref)
@@ -274,19 +302,21 @@ def plan_sweep(
     pods: Mapping[str, PodState],
     *,
     repair_reservations: bool = True,
+    claims: Collection[str] | None = None,
 ) -> SweepPlan:
     """Decide, from one consistent-enough view, what a sweep should do.
 
     ``reservations`` were listed before the pools that ``entries`` come from,
     and ``pods`` (by podref) after them. ``repair_reservations`` is False
     when some pool could not be read, because then a reservation without a
-    visible entry may still belong to an entry in that pool.
+    visible entry may still belong to an entry in that pool. ``claims`` are
+    the IPAMClaims that exist (see ``judge``).
     """
     plan = SweepPlan()
     by_reservation: dict[str, list[HeldEntry]] = {}
     for entry in entries:
         by_reservation.setdefault(entry.reservation, []).append(entry)
-        verdict = judge(entry.address, entry.allocation, pods.get(entry.allocation.podref))
+        verdict = judge(entry.address, entry.allocation, pods.get(entry.allocation.podref), claims)
         if verdict.releases_now:
             plan.release.append((entry, verdict))
             continue

@@ -11,7 +11,7 @@ The semantics every store keeps:
   ``resource_version`` it was read with: a stale one raises
   ``ConflictError``; creating what exists raises ``AlreadyExistsError``.
 * A missing pool reads as an empty snapshot without ``resource_version``; a
-  missing reservation, Lease or pod reads as None; deleting a reservation
+  missing reservation, Lease, pod or IPAMClaim reads as None; deleting a reservation
   that is gone answers False.
 * A name Kubernetes would refuse raises ``InvalidNameError`` before anything
   is read or written.
@@ -24,6 +24,7 @@ from collections.abc import Mapping
 from typing import Protocol
 
 from whereabouts_py.core.allocator import Allocation
+from whereabouts_py.core.claims import ClaimState
 from whereabouts_py.core.ownership import PodState
 from whereabouts_py.store.values import LeaseRecord, ObjectRef, PoolSnapshot, Reservation
 
@@ -79,6 +80,22 @@ class Store(Protocol):
     def get_pod(self, namespace: str, name: str) -> PodState | None: ...
 
     def list_pods(self) -> list[PodState]: ...
+
+    def get_ipam_claim(self, namespace: str, name: str) -> ClaimState | None:
+        """The IPAMClaim, or None when there is none of that name."""
+        ...
+
+    def list_ipam_claims(self) -> list[ClaimState]:
+        """Every IPAMClaim of the cluster (none when the CRD is not installed)."""
+        ...
+
+    def write_ipam_claim_status(
+        self, claim: ClaimState, ips: list[str], owner_pod: str
+    ) -> ClaimState:
+        """Write ``status.ips`` (CIDR strings) and ``status.ownerPod`` through the
+        status subresource, if the claim is unchanged since read (else ConflictError);
+        NotFoundError when it is gone."""
+        ...
 
     def create_event(
         self,

@@ -24,6 +24,7 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from whereabouts_py.core.allocator import Allocation
+from whereabouts_py.core.claims import NETWORKS_ANNOTATION, ClaimState
 from whereabouts_py.core.codec import (
     decode_allocations,
     decode_reservation,
@@ -71,6 +72,8 @@ VERSION = "v1alpha1"
 POOLS = "ippools"
 RESERVATIONS = "overlappingrangeipreservations"
 LEASE_GROUP, LEASE_VERSION, LEASES = "coordination.k8s.io", "v1", "leases"
+# IPAMClaims (k8snetworkplumbingwg/ipamclaims), read and given a status; KubeVirt makes them.
+CLAIM_GROUP, CLAIM_VERSION, CLAIMS = "k8s.cni.cncf.io", "v1alpha1", "ipamclaims"
 # Pods are listed in pages of this many, so that a large cluster never arrives in one piece.
 POD_PAGE_SIZE = 500
 DEFAULT_NAMESPACE = "kube-system"
@@ -652,6 +655,70 @@ class KubeStore:
             if not token:
                 return pods
 
+    # --- IPAMClaims ------------------------------------------------------------------
+    def get_ipam_claim(self, namespace: str, name: str) -> ClaimState | None:
+        """The IPAMClaim, or None when there is none of that name (or no such CRD)."""
+        checked_namespace(namespace)
+        checked_name("IPAMClaim", name)
+        try:
+            with _translated(f"reading IPAMClaim {namespace}/{name}"):
+                body = self._call(
+                    "GET", _objects(CLAIM_GROUP, CLAIM_VERSION, namespace, CLAIMS, name)
+                )
+        except NotFoundError:
+            return None
+        return _claim_from(body)
+
+    def list_ipam_claims(self) -> list[ClaimState]:
+        """Every IPAMClaim of the cluster; none when the CRD is not installed."""
+        try:
+            with _translated("listing IPAMClaims in all namespaces"):
+                body = self._call(
+                    "GET", f"/apis/{CLAIM_GROUP}/{CLAIM_VERSION}/{CLAIMS}", timeout=(3.0, 60.0)
+                )
+        except NotFoundError:
+            return []
+        return [_claim_from(item) for item in body.get("items", [])]
+
+    def write_ipam_claim_status(
+        self, claim: ClaimState, ips: list[str], owner_pod: str
+    ) -> ClaimState:
+        """Set ``status.ips`` and ``status.ownerPod`` through the status subresource.
+
+        A compare-and-swap on the claim as read: ConflictError if it changed.
+        The condition ``IPsAllocated`` is set as OVN-Kubernetes sets it.
+        """
+        checked_namespace(claim.namespace)
+        checked_name("IPAMClaim", claim.name)
+        now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        body = {
+            "apiVersion": f"{CLAIM_GROUP}/{CLAIM_VERSION}",
+            "kind": "IPAMClaim",
+            "metadata": {
+                "name": claim.name,
+                "namespace": claim.namespace,
+                "resourceVersion": claim.resource_version,
+            },
+            "spec": {"network": claim.network, "interface": claim.interface},
+            "status": {
+                "ips": list(ips),
+                "ownerPod": {"name": owner_pod},
+                "conditions": [
+                    {
+                        "type": "IPsAllocated",
+                        "status": "True",
+                        "reason": "SuccessfulAllocation",
+                        "message": "addresses allocated by whereabouts-py",
+                        "lastTransitionTime": now,
+                    }
+                ],
+            },
+        }
+        path = _objects(CLAIM_GROUP, CLAIM_VERSION, claim.namespace, CLAIMS, claim.name)
+        with _translated(f"writing the status of IPAMClaim {claim.namespace}/{claim.name}"):
+            answer = self._call("PUT", f"{path}/status", body)
+        return _claim_from(answer)
+
     # --- Events ----------------------------------------------------------------------
     def create_event(
         self,
@@ -722,4 +789,25 @@ def _pod_from(body: Mapping[str, Any]) -> PodState:
             else {}
         ),
         node=str(spec.get("nodeName") or ""),
+        networks=str(annotations[NETWORKS_ANNOTATION])
+        if isinstance(annotations, Mapping) and NETWORKS_ANNOTATION in annotations
+        else None,
+    )
+
+
+def _claim_from(body: Mapping[str, Any]) -> ClaimState:
+    metadata = body.get("metadata") or {}
+    spec = body.get("spec") or {}
+    status = body.get("status") or {}
+    ips = status.get("ips") if isinstance(status, Mapping) else None
+    owner = status.get("ownerPod") if isinstance(status, Mapping) else None
+    return ClaimState(
+        namespace=str(metadata.get("namespace", "")),
+        name=str(metadata.get("name", "")),
+        network=str(spec.get("network") or "") if isinstance(spec, Mapping) else "",
+        interface=str(spec.get("interface") or "") if isinstance(spec, Mapping) else "",
+        ips=tuple(str(ip) for ip in ips) if isinstance(ips, list) else (),
+        owner_pod=str(owner.get("name") or "") if isinstance(owner, Mapping) else "",
+        resource_version=str(metadata.get("resourceVersion") or "") or None,
+        uid=str(metadata.get("uid", "")),
     )

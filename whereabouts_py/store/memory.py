@@ -21,6 +21,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from whereabouts_py.core.allocator import Allocation
+from whereabouts_py.core.claims import ClaimState
 from whereabouts_py.core.codec import (
     decode_allocations,
     decode_reservation,
@@ -28,7 +29,7 @@ from whereabouts_py.core.codec import (
     encode_reservation,
 )
 from whereabouts_py.core.ownership import PodState
-from whereabouts_py.errors import AlreadyExistsError, ConflictError, WhereaboutsError
+from whereabouts_py.errors import AlreadyExistsError, ConflictError, NotFoundError, WhereaboutsError
 from whereabouts_py.store.values import (
     LeaseRecord,
     ObjectRef,
@@ -72,6 +73,7 @@ class MemoryStore:
         self._reservations: dict[str, Reservation] = {}
         self._leases: dict[str, LeaseRecord] = {}
         self._pods: dict[tuple[str, str], PodState] = {}
+        self._claims: dict[tuple[str, str], ClaimState] = {}
         self._faults: dict[str, deque[WhereaboutsError]] = defaultdict(deque)
         self.events: list[RecordedEvent] = []
         # How many times each method was called: what a test may assert on.
@@ -89,6 +91,16 @@ class MemoryStore:
 
     def delete_pod(self, namespace: str, name: str) -> None:
         self._pods.pop((namespace, name), None)
+
+    def put_ipam_claim(self, claim: ClaimState) -> ClaimState:
+        """Create or replace an IPAMClaim (as KubeVirt would); returns it as stored."""
+        with self._lock:
+            stored = replace(claim, resource_version=self._next_version())
+            self._claims[(claim.namespace, claim.name)] = stored
+            return stored
+
+    def delete_ipam_claim(self, namespace: str, name: str) -> None:
+        self._claims.pop((namespace, name), None)
 
     def _enter(self, method: str) -> None:
         self.calls[method] += 1
@@ -286,6 +298,41 @@ class MemoryStore:
     def list_pods(self) -> list[PodState]:
         self._enter("list_pods")
         return [self._pods[key] for key in sorted(self._pods)]
+
+    # --- IPAMClaims ------------------------------------------------------------------
+    def get_ipam_claim(self, namespace: str, name: str) -> ClaimState | None:
+        checked_namespace(namespace)
+        checked_name("IPAMClaim", name)
+        self._enter("get_ipam_claim")
+        return self._claims.get((namespace, name))
+
+    def list_ipam_claims(self) -> list[ClaimState]:
+        self._enter("list_ipam_claims")
+        return [self._claims[key] for key in sorted(self._claims)]
+
+    def write_ipam_claim_status(
+        self, claim: ClaimState, ips: list[str], owner_pod: str
+    ) -> ClaimState:
+        checked_namespace(claim.namespace)
+        checked_name("IPAMClaim", claim.name)
+        self._enter("write_ipam_claim_status")
+        with self._lock:
+            stored = self._claims.get((claim.namespace, claim.name))
+            where = f"writing the status of IPAMClaim {claim.namespace}/{claim.name}"
+            if stored is None:
+                raise NotFoundError(f"{where}: not found", "the IPAMClaim does not exist")
+            if stored.resource_version != claim.resource_version:
+                raise ConflictError(
+                    f"{where}: conflict", "the object has been modified; read it again"
+                )
+            updated = replace(
+                stored,
+                ips=tuple(ips),
+                owner_pod=owner_pod,
+                resource_version=self._next_version(),
+            )
+            self._claims[(claim.namespace, claim.name)] = updated
+            return updated
 
     # --- Events ----------------------------------------------------------------------
     def create_event(
