@@ -78,7 +78,7 @@ HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 # Archives kept besides the newest: a process may still be importing the previous one.
 _KEEP_ARCHIVES = 2
 _BUILD_TIMEOUT_S = 3600
-_KEEP_CACHE = "24h"  # unnamed images (cached layers, older builds) younger than this stay
+_KEEP_CACHE = "1h"  # unnamed images (cached layers, older builds) younger than this stay
 
 
 class ImageBuildError(RuntimeError):
@@ -371,7 +371,8 @@ def _build_product(context: Path, archive: Path, emit: Callable[[str], None]) ->
     )
     name_for_containerd(partial)
     os.replace(partial, archive)
-    # Older builds of the tag are now unnamed; keep a day of them (the layer cache).
+    # Older builds of the tag are now unnamed; keep an hour of them (the layer cache:
+    # a build every few minutes leaves about 200 MB each).
     subprocess.run(
         [*podman_command(), "image", "prune", "--force", "--filter", f"until={_KEEP_CACHE}"],
         capture_output=True,
