@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import re
+import socket
 import urllib.request
 from pathlib import Path
 
@@ -47,8 +49,17 @@ def test_daemon_metrics_count_requests_allocations_and_writes(
                 args=pod_args("default", pod),
                 env=env,
             )
+        # A request naming no CNI verb, straight onto the socket: counted as "unknown".
+        with socket.socket(socket.AF_UNIX) as raw:
+            raw.connect(str(nodes["node-m"].socket))
+            raw.sendall(b'{"command": "FROBNICATE"}\n')
+            refused = json.loads(raw.makefile().readline())
+        assert refused["error"]["code"] != 0
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as answer:
             text = answer.read().decode()
+    unknown = "whereabouts_request_duration_seconds_count"
+    assert sample(text, unknown, verb="unknown") == 1
+    assert "FROBNICATE" not in text
     # One histogram per verb and result: its _count is the request count.
     count = "whereabouts_request_duration_seconds_count"
     assert sample(text, count, verb="ADD", result="success") == 2

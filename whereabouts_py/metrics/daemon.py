@@ -90,8 +90,13 @@ def result_of(error: BaseException) -> str:
     return result_name(code)
 
 
+CNI_VERBS = frozenset({"ADD", "DEL", "CHECK", "GC", "STATUS", "VERSION"})
+
+
 def observe_request(verb: str, code: int, seconds: float) -> None:
-    REQUESTS.labels(verb=verb, result=result_name(code)).observe(seconds)
+    """One answered request; a verb that is not one of CNI's is counted as ``unknown``."""
+    label = verb if verb in CNI_VERBS else "unknown"
+    REQUESTS.labels(verb=label, result=result_name(code)).observe(seconds)
 
 
 __all__ = [
