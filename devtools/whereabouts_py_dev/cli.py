@@ -136,6 +136,10 @@ def _add_devcluster(subparsers: argparse._SubParsersAction[argparse.ArgumentPars
 
 
 def _demo(args: argparse.Namespace) -> int:
+    if args.cluster:
+        from whereabouts_py_dev.cluster_demo import run_cluster_demo
+
+        return run_cluster_demo()
     if args.quick:
         from whereabouts_py_dev.demo import run_demo
 
@@ -155,6 +159,12 @@ def _add_demo(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -
         "--quick",
         action="store_true",
         help="only the IPAM: two node daemons and the CNI shim, no network namespaces",
+    )
+    demo.add_argument(
+        "--cluster",
+        action="store_true",
+        help="on two real nodes (kubelet, containerd, Multus) with the product image and "
+        "manifests; builds them the first time (tens of minutes), then a few minutes",
     )
     demo.set_defaults(handler=_demo)
 
