@@ -390,7 +390,12 @@ class ControlPlane:
         for path in files:
             args += ["-f", str(path)]
         self.kubectl(*args)
-        self.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd", "--all")
+        wait = ("wait", "--for=condition=Established", "--timeout=60s", "crd", "--all")
+        for _ in range(20):  # a CRD just created may have no status yet: kubectl wait fails
+            if self.kubectl(*wait, check=False).returncode == 0:
+                return
+            time.sleep(0.25)
+        self.kubectl(*wait)
 
     def _spawn(self, name: str, command: list[str], log_path: Path, tied: bool) -> None:
         log = log_path.open("ab")

@@ -94,6 +94,7 @@ def test_pools_table_and_json(control_plane: ControlPlane, seeded: str) -> None:
             "free": 4,
             "used": "33.3%",
             "objects": 1,
+            "claimed": 0,
         }
     ]
     as_yaml = plugin(control_plane, "-n", seeded, "-o", "yaml", "pools").stdout

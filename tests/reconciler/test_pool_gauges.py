@@ -56,6 +56,8 @@ def test_a_range_stored_in_blocks_is_one_series_per_gauge() -> None:
         ("whereabouts_pool_size", single): 254.0,
         ("whereabouts_pool_allocated", single): 0.0,  # its one entry was just released
         ("whereabouts_pool_objects", single): 1.0,
+        ("whereabouts_pool_claimed", large): 0.0,
+        ("whereabouts_pool_claimed", single): 0.0,
     }
 
     # Ranges that are gone lose their series; nothing is left for an empty namespace.

@@ -13,11 +13,19 @@ writes keeps the pools consistent through any crash:
 The pool entry is the arbiter inside one range (compare-and-swap on the
 IPPool); the reservation object is the arbiter across overlapping ranges
 (create fails when another pod holds it).
+
+Persistent addresses (IPAMClaim): when the network's configuration has
+``"allowPersistentIPs": true`` and the pod's networks annotation names an
+IPAMClaim for this attachment, the addresses belong to the claim
+(``ipamclaimref``): every pod that references it gets them, DEL, GC and a
+failed ADD leave them, and the claim's ``status.ips`` lists them. Only the
+claim's deletion frees them (the reconciler).
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import threading
 import time
@@ -29,6 +37,13 @@ import netaddr
 
 from whereabouts_py.core.addresses import AddressRange
 from whereabouts_py.core.allocator import Allocation, assign, release, release_where
+from whereabouts_py.core.claims import (
+    CLAIM_REFERENCE_KEY,
+    NETWORKS_ANNOTATION,
+    ClaimState,
+    allows_persistent_ips,
+    claim_reference,
+)
 from whereabouts_py.core.codec import reservation_name
 from whereabouts_py.core.config import (
     IPAMConfig,
@@ -52,6 +67,7 @@ from whereabouts_py.errors import (
     AddressTakenError,
     AlreadyExistsError,
     ConfigError,
+    ConflictError,
     ContainerUnknownError,
     DecodeError,
     GarbageCollectionError,
@@ -60,6 +76,7 @@ from whereabouts_py.errors import (
     NotFoundError,
     PoolExhaustedError,
     StoreError,
+    TryAgainError,
     WhereaboutsError,
 )
 from whereabouts_py.metrics import daemon as metrics
@@ -77,6 +94,8 @@ SHARD_LEASE_LINGER_S = 0.5
 LEGACY_CACHE_S = 1.0
 # Distinct configuration warnings remembered (each is logged once per process).
 MAX_REMEMBERED_WARNINGS = 1024
+# Attempts to write an IPAMClaim's status when it changes under us.
+CLAIM_STATUS_ATTEMPTS = 5
 
 NetnsChecker = Callable[[str, str, str], bool]
 
@@ -298,18 +317,29 @@ class IPAMService:
         network = ipam.network_name or str(config.get("name", ""))
         held: list[_Held] = []
         try:
+            claim = self._claim_of(attachment, config)
+            if claim is not None:
+                owner = dataclasses.replace(owner, ipam_claim=claim.ref)
+                wanted = [
+                    want if want is not None else self._claimed_address(ipam, rng, claim)
+                    for rng, want in zip(ipam.ranges, wanted, strict=True)
+                ]
             for rng, want in zip(ipam.ranges, wanted, strict=True):
                 with self._attachment_lock(ipam, rng, owner):
                     held.append(self._reserve(ipam, rng, owner, want))
+            if claim is not None:
+                self._record_in_claim(claim, held, attachment)
         except BaseException as error:
-            self._roll_back(held, owner)
+            if not owner.ipam_claim:
+                # A claim's addresses stay its own: its next pod gets them.
+                self._roll_back(held, owner)
             metrics.ALLOCATIONS.labels(network=network, result=_result_of(error)).inc()
             raise
         metrics.ALLOCATIONS.labels(network=network, result="allocated").inc(len(held))
         ips: list[dict[str, str]] = []
         for item in held:
             address = item.address
-            entry = {"address": f"{address}/{item.shard.whole.network.prefixlen}"}
+            entry = {"address": _cidr_of(item)}
             if ipam.gateway is not None and ipam.gateway.version == address.version:
                 entry["gateway"] = str(ipam.gateway)
             ips.append(entry)
@@ -320,11 +350,105 @@ class IPAMService:
             result["dns"] = ipam.dns
         return result
 
+    # --- persistent addresses (IPAMClaim) -------------------------------------------------
+    def _claim_of(self, attachment: Attachment, config: Mapping[str, Any]) -> ClaimState | None:
+        """The IPAMClaim this attachment's addresses belong to, or None.
+
+        Only when the network opts in (``allowPersistentIPs``); the claim is
+        named in the pod's networks annotation and read from the pod's
+        namespace. A network that opts in costs one GET of the pod per ADD.
+        """
+        if not allows_persistent_ips(config) or not attachment.podref:
+            return None
+        namespace, _, name = attachment.podref.partition("/")
+        pod = self.store.get_pod(namespace, name)
+        if pod is None or (attachment.pod_uid and pod.uid and pod.uid != attachment.pod_uid):
+            raise TryAgainError(
+                f"pod {attachment.podref} (uid {attachment.pod_uid or '?'}) is not readable yet",
+                "its networks annotation says which IPAMClaim the address belongs to",
+            )
+        network_name = str(config.get("name") or "")
+        reference = claim_reference(
+            {NETWORKS_ANNOTATION: pod.networks} if pod.networks else {},
+            attachment.ifname,
+            network_name,
+        )
+        if reference is None:
+            return None
+        claim = self.store.get_ipam_claim(namespace, reference)
+        if claim is None:
+            raise ConfigError(
+                f"{NETWORKS_ANNOTATION}[{CLAIM_REFERENCE_KEY}]",
+                reference,
+                f"no IPAMClaim {namespace}/{reference} exists in the pod's namespace",
+                "claims are used from the pod's own namespace; KubeVirt creates them",
+            )
+        if claim.network and network_name and claim.network != network_name:
+            raise ConfigError(
+                f"IPAMClaim {claim.ref} spec.network",
+                claim.network,
+                f"the claim is for another network than {network_name!r}",
+            )
+        return claim
+
+    def _claimed_address(
+        self, ipam: IPAMConfig, rng: AddressRange, claim: ClaimState
+    ) -> netaddr.IPAddress | None:
+        """Where the claim's entry of a range stored as blocks is (one object per range
+        otherwise needs no hint: the claim's entry is found in it)."""
+        if not is_sharded(rng):
+            return None
+        for text in claim.ips:
+            try:
+                address = netaddr.IPAddress(text.split("/", 1)[0])
+            except (netaddr.AddrFormatError, ValueError, TypeError):
+                continue
+            if rng.contains(address):
+                return address
+        for shard in self._existing_shards(ipam, rng):
+            snapshot = self.writer(ipam, shard).read()
+            for local, holder in snapshot.allocations.items():
+                if holder.ipam_claim == claim.ref:
+                    return shard.whole.address_at(shard.to_whole(local))
+        return None
+
+    def _record_in_claim(
+        self, claim: ClaimState, held: list[_Held], attachment: Attachment
+    ) -> None:
+        """Write the claim's addresses into its ``status.ips`` unless it lists them already."""
+        ips = [_cidr_of(item) for item in held]
+        pod_name = attachment.podref.partition("/")[2]
+        current: ClaimState | None = claim
+        for _ in range(CLAIM_STATUS_ATTEMPTS):
+            if current is None:
+                raise ConfigError(
+                    f"{NETWORKS_ANNOTATION}[{CLAIM_REFERENCE_KEY}]",
+                    claim.name,
+                    f"IPAMClaim {claim.ref} was deleted during the ADD",
+                )
+            if list(current.ips) == ips:
+                return
+            try:
+                self.store.write_ipam_claim_status(current, ips, pod_name)
+                return
+            except ConflictError:
+                current = self.store.get_ipam_claim(claim.namespace, claim.name)
+            except NotFoundError:
+                current = None
+        raise TryAgainError(
+            f"the status of IPAMClaim {claim.ref} kept changing",
+            f"{CLAIM_STATUS_ATTEMPTS} writes of status.ips={ips} conflicted",
+        )
+
     def _attachment_lock(
         self, ipam: IPAMConfig, rng: AddressRange, owner: Allocation
     ) -> threading.Lock:
         """Serialises ADD/DEL of one attachment on one range (e.g. a runtime's retry)."""
-        key = (self._range_key(ipam, rng), owner.podref or owner.container_id, owner.ifname)
+        key = (
+            self._range_key(ipam, rng),
+            owner.ipam_claim or owner.podref or owner.container_id,
+            owner.ifname,
+        )
         return self._attachment_locks[hash(key) % len(self._attachment_locks)]
 
     @staticmethod
@@ -488,6 +612,14 @@ class IPAMService:
             if existing is None:
                 continue  # deleted meanwhile: create again
             holder = existing.holder
+            if owner.ipam_claim and holder.ipam_claim == owner.ipam_claim:
+                # The claim's reservation, recorded by another of its pods: it follows us.
+                if holder != owner:
+                    try:
+                        self.store.update_reservation(existing, owner)
+                    except WhereaboutsError:
+                        continue
+                return True
             if not owner.podref:
                 # No pod identity (plain CNI): only the very same attachment is us.
                 return (holder.container_id, holder.ifname) == (
@@ -588,6 +720,8 @@ class IPAMService:
         if ipam.enable_overlapping_ranges:
             snapshot = writer.read()
             for local, holder in snapshot.allocations.items():
+                if holder.ipam_claim:
+                    continue  # the claim's, not the pod's: only its deletion frees it
                 if holder.container_id == owner.container_id and holder.ifname in (
                     owner.ifname,
                     "",
@@ -658,7 +792,8 @@ class IPAMService:
 
         def stale(holder: Allocation) -> bool:
             return (
-                holder.node == self.node
+                not holder.ipam_claim  # a claim's address outlives its pods' containers
+                and holder.node == self.node
                 and (holder.container_id, holder.ifname) not in valid
                 and not self._add_begun_lately(holder.container_id, holder.ifname)
             )
@@ -748,6 +883,11 @@ class IPAMService:
         return {}
 
 
+def _cidr_of(item: _Held) -> str:
+    """An address as the CNI result and an IPAMClaim's status show it: ``10.1.0.5/24``."""
+    return f"{item.address}/{item.shard.whole.network.prefixlen}"
+
+
 def _result_of(error: BaseException) -> str:
     """A metric label for why an ADD or DEL failed: its CNI error's name, e.g. pool_exhausted."""
     return metrics.result_of(error)
@@ -813,7 +953,10 @@ def _mirror_offset(
 
 
 def _same_attachment(holder: Allocation, owner: Allocation) -> bool:
-    """The same pod's interface (a new sandbox) or, without a pod, the same container's."""
+    """The same claim, the same pod's interface (a new sandbox) or, without a pod,
+    the same container's."""
+    if owner.ipam_claim and holder.ipam_claim == owner.ipam_claim:
+        return True
     if _names_a_pod(owner.podref):
         return holder.podref == owner.podref and holder.ifname == owner.ifname
     return (holder.container_id, holder.ifname) == (owner.container_id, owner.ifname)

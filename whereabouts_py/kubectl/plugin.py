@@ -31,7 +31,7 @@ from whereabouts_py.core.ownership import (
     same_attachment,
     unmirrored_entries,
 )
-from whereabouts_py.errors import ConflictError, WhereaboutsError, describe
+from whereabouts_py.errors import ConflictError, StoreError, WhereaboutsError, describe
 from whereabouts_py.store.kube import (
     DEFAULT_NAMESPACE,
     WHOLE_RANGE_ANNOTATION,
@@ -117,6 +117,14 @@ def _pods_by_ref(store: KubeStore) -> dict[str, PodState]:
 # --- output -------------------------------------------------------------------------------
 
 
+def _claim_refs(store: KubeStore) -> set[str] | None:
+    """The IPAMClaims that exist; None (claim-owned addresses are kept) when unreadable."""
+    try:
+        return {claim.ref for claim in store.list_ipam_claims()}
+    except StoreError:
+        return None
+
+
 def _emit(
     rows: list[dict[str, Any]],
     columns: Sequence[str],
@@ -160,6 +168,8 @@ def _entry_row(entry: HeldEntry) -> dict[str, Any]:
         "container": holder.container_id,
         "node": holder.node or "",
         "pool": entry.pool,
+        # The IPAMClaim (namespace/name) that owns the address: kept across its pods.
+        "claim": holder.ipam_claim or "",
     }
 
 
@@ -176,6 +186,9 @@ def cmd_pools(store: KubeStore, args: argparse.Namespace) -> int:
             "free": view.free,
             "used": f"{view.used_percent:.1f}%",
             "objects": view.objects,
+            "claimed": len(
+                {entry.address for entry in view.entries if entry.allocation.ipam_claim}
+            ),
         }
         for view in pool_views(store.list_pools())
     ]
@@ -191,17 +204,22 @@ def cmd_show(store: KubeStore, args: argparse.Namespace) -> int:
             f"no pool named {args.pool} in namespace {store.namespace}", f"pools: {known}"
         )
     rows = [_entry_row(entry) for view in views for entry in view.entries]
-    _emit(rows, ["ADDRESS", "POD", "INTERFACE", "CONTAINER", "NODE"], args.output, ["POOL"])
+    _emit(
+        rows, ["ADDRESS", "POD", "INTERFACE", "CONTAINER", "NODE", "CLAIM"], args.output, ["POOL"]
+    )
     return 0
 
 
 def cmd_leaks(store: KubeStore, args: argparse.Namespace) -> int:
     views = pool_views(store.list_pools())
     pods = _pods_by_ref(store)
+    claims = _claim_refs(store)
     rows = []
     for view in views:
         for entry in view.entries:
-            verdict = judge(entry.address, entry.allocation, pods.get(entry.allocation.podref))
+            verdict = judge(
+                entry.address, entry.allocation, pods.get(entry.allocation.podref), claims
+            )
             if verdict is not Verdict.KEEP:
                 rows.append({**_entry_row(entry), "reason": verdict.value})
     _emit(

@@ -69,6 +69,12 @@ POOL_ALLOCATED = Gauge(
     "entry of ours mirrored into the Go plugin's whole-range IPPool counts once).",
     POOL_LABELS,
 )
+POOL_CLAIMED = Gauge(
+    "whereabouts_pool_claimed",
+    "Held addresses of the range that an IPAMClaim owns (persistent addresses of virtual "
+    "machines: kept across their pods until the claim is deleted), as of the last sweep.",
+    POOL_LABELS,
+)
 POOL_OBJECTS = Gauge(
     "whereabouts_pool_objects",
     "IPPool objects that store the range: 1, or its 64-address blocks (and the Go plugin's "
@@ -94,6 +100,7 @@ class PoolUsage:
     allocated: int
     block: bool = False
     without_node: int = 0
+    claimed: int = 0  # entries an IPAMClaim owns
 
 
 _published_pools: set[tuple[str, str, str]] = set()
@@ -115,15 +122,18 @@ def publish_pools(usages: Iterable[PoolUsage]) -> None:
         whole = [usage for usage in objects if not usage.block]
         if blocks:
             allocated = sum(u.allocated for u in blocks) + sum(u.without_node for u in whole)
+            claimed = sum(u.claimed for u in blocks)  # the whole-range object only mirrors
         else:
             allocated = sum(u.allocated for u in whole)
+            claimed = sum(u.claimed for u in whole)
         labels = (pool_name(cidr, network or None), network, cidr)
         current.add(labels)
         POOL_SIZE.labels(*labels).set(max(u.size for u in objects))
         POOL_ALLOCATED.labels(*labels).set(allocated)
         POOL_OBJECTS.labels(*labels).set(len(objects))
+        POOL_CLAIMED.labels(*labels).set(claimed)
     for labels in _published_pools - current:
-        for gauge in (POOL_SIZE, POOL_ALLOCATED, POOL_OBJECTS):
+        for gauge in (POOL_SIZE, POOL_ALLOCATED, POOL_OBJECTS, POOL_CLAIMED):
             gauge.remove(*labels)
     _published_pools.clear()
     _published_pools.update(current)

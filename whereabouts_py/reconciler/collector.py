@@ -6,6 +6,10 @@ Two entry points, both called only while this replica leads:
   finished, or is being evicted. Every entry naming one of these pods, in
   every IPPool of the namespace, is judged against the pod as it is *now*
   (``core.ownership.judge``) and released if its pod is gone.
+* ``release_for_claims(refs)`` — the event path of persistent addresses:
+  an IPAMClaim was deleted. Every entry the claim owns is released once a
+  fresh read shows the claim gone (entries a claim owns are never released
+  for their pods' sake; ``core.ownership.judge``).
 * ``sweep()`` — the full pass at startup, on taking the lead, and every
   sweep interval: releases what the event path missed, releases entries that
   a live pod's network-status contradicts (after a grace period), deletes
@@ -20,6 +24,10 @@ pods):
   (or show another UID), that pod is gone. A same-name successor's ADD
   rewrites the entry, and the compare-and-swap below finds it changed and
   leaves it alone.
+* Pools before IPAMClaims, for the same reason: the daemon reads the claim
+  before it writes an entry for it, so a claim missing from the later list
+  was deleted. When the claims cannot be listed (a 403), every claim-owned
+  entry is kept.
 * Reservations before pools: the daemon writes the pool entry before the
   reservation, so a reservation seen first has its entry in the pools read
   next. The Go project writes the reservation first; the grace period and a
@@ -51,6 +59,7 @@ from typing import Generic, TypeVar
 import netaddr
 
 from whereabouts_py.core.allocator import Allocation
+from whereabouts_py.core.claims import is_claimed
 from whereabouts_py.core.ownership import (
     Conflict,
     HeldEntry,
@@ -237,6 +246,42 @@ class GarbageCollector:
             )
         return released
 
+    def claim_refs(self) -> set[str] | None:
+        """Every IPAMClaim that exists (``namespace/name``); None when they cannot be read."""
+        try:
+            return {claim.ref for claim in self.store.list_ipam_claims()}
+        except StoreError as error:
+            log.warning("IPAMClaims not readable, keeping every claim-owned address: %s", error)
+            return None
+
+    def release_for_claims(self, refs: Collection[str]) -> list[Released]:
+        """Release what the named IPAMClaims (``namespace/name``) owned, where they are gone."""
+        wanted = {ref for ref in refs if is_claimed(ref)}
+        pools = self.store.list_pools()  # before the claims: see the module docstring
+        entries, _ = self._entries(pools)
+        mine = [entry for entry in entries if entry.allocation.ipam_claim in wanted]
+        if not mine:
+            log.debug("IPAMClaims %s own no address here", sorted(wanted))
+            return []
+        existing: set[str] = set()
+        for ref in sorted({entry.allocation.ipam_claim or "" for entry in mine}):
+            namespace, _, name = ref.partition("/")
+            if self.store.get_ipam_claim(namespace, name) is not None:
+                existing.add(ref)
+        doomed: list[tuple[HeldEntry, Verdict]] = []
+        for entry in mine:
+            verdict = judge(entry.address, entry.allocation, None, existing)
+            if verdict.releases_now:
+                doomed.append((entry, verdict))
+        snapshots = {pool.name: pool for pool in pools}
+        released, failures = self._release(doomed, snapshots, {})
+        if failures:
+            raise TryAgainError(
+                f"{failures} of {len(doomed)} releases for IPAMClaims {sorted(wanted)} failed",
+                "see the warnings above; they are tried again",
+            )
+        return released
+
     # --- the sweep -----------------------------------------------------------------------
     def sweep(self) -> SweepReport:
         """One full pass; see the module docstring for what it releases and repairs."""
@@ -245,6 +290,7 @@ class GarbageCollector:
         reservations = self.store.list_reservations()
         pools = self.store.list_pools()
         pods = {pod.podref: pod for pod in self.store.list_pods()}
+        claims = self.claim_refs()
         entries, all_readable = self._entries(pools)
         report.pools, report.entries = len(pools), len(entries)
         plan = plan_sweep(
@@ -252,6 +298,7 @@ class GarbageCollector:
             {reservation.name: reservation.holder for reservation in reservations},
             pods,
             repair_reservations=all_readable,
+            claims=claims,
         )
         now = self._clock()
         contradicted = {entry.key: entry for entry in plan.contradicted}
@@ -366,6 +413,7 @@ class GarbageCollector:
                 continue  # already warned about while reading the entries
             allocated = max(0, len(pool.allocations) - released.get(pool.name, 0))
             without_node = sum(1 for holder in pool.allocations.values() if not holder.node)
+            claimed = sum(1 for holder in pool.allocations.values() if holder.ipam_claim)
             usages.append(
                 metrics.PoolUsage(
                     pool.name,
@@ -375,6 +423,7 @@ class GarbageCollector:
                     allocated,
                     block=whole is not None,
                     without_node=without_node,
+                    claimed=claimed,
                 )
             )
         metrics.publish_pools(usages)

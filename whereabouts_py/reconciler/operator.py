@@ -69,6 +69,8 @@ LOOP_STALL_S = 30.0
 SWEEP_RETRY_MAX_S = 30.0
 # How often the leader checks that every pool's status counts are current.
 STATUS_REFRESH_S = 5.0
+# Queued IPAMClaims (namespace/name) carry this prefix, next to queued pods.
+CLAIM_KEY_PREFIX = "ipamclaim:"
 # How long kopf may hold a watch request open before it reconnects.
 WATCH_SERVER_TIMEOUT_S = 300
 
@@ -93,7 +95,8 @@ def releases_addresses(event: kopf.RawEvent) -> bool:
 
 
 class PendingPods:
-    """Pods (``namespace/name``) waiting for the event worker, deduplicated."""
+    """Pods (``namespace/name``) and deleted IPAMClaims (``CLAIM_KEY_PREFIX`` +
+    ``namespace/name``) waiting for the event worker, deduplicated."""
 
     def __init__(self) -> None:
         self._pending: dict[str, int] = {}  # podref -> attempts made
@@ -124,8 +127,13 @@ def run_event_worker(
             continue
         if not election.leading:
             continue  # the next leader's first sweep covers these
+        claims = [key.removeprefix(CLAIM_KEY_PREFIX) for key in batch if _is_claim_key(key)]
+        pods = [key for key in batch if not _is_claim_key(key)]
         try:
-            collector.release_for_pods(batch)
+            if pods:
+                collector.release_for_pods(pods)
+            if claims:
+                collector.release_for_claims(claims)
             continue
         except WhereaboutsError as error:
             log.warning("releasing for pods %s failed: %s", sorted(batch), error)
@@ -137,6 +145,10 @@ def run_event_worker(
             stop.wait(EVENT_RETRY_DELAY_S)
             for podref, attempts in retry.items():
                 pending.put(podref, attempts)
+
+
+def _is_claim_key(key: str) -> bool:
+    return key.startswith(CLAIM_KEY_PREFIX)
 
 
 # --- the sweeper ----------------------------------------------------------------------------
@@ -320,6 +332,24 @@ def build_registry(
             return
         log.debug("pod %s: %s", podref, event.get("type") or "listed")
         pending.put(podref)
+
+    @kopf.on.event(
+        "k8s.cni.cncf.io",
+        "v1alpha1",
+        "ipamclaims",
+        registry=registry,
+        id="queue-deleted-ipamclaims",
+    )
+    async def claim_event(event: kopf.RawEvent, **_: Any) -> None:
+        if event.get("type") != "DELETED":
+            return
+        metadata = (event.get("object") or {}).get("metadata") or {}
+        ref = f"{metadata.get('namespace', '')}/{metadata.get('name', '')}"
+        if not election.leading:
+            log.debug("follower: not acting on IPAMClaim %s", ref)
+            return
+        log.info("IPAMClaim %s deleted: releasing what it owned", ref)
+        pending.put(CLAIM_KEY_PREFIX + ref)
 
     return registry
 
