@@ -307,3 +307,50 @@ def test_the_sweep_frees_what_a_vanished_claim_owned(lab: Lab, tmp_path: Path) -
             timeout_s=20,
             what="the startup sweep releasing the vanished claim's address",
         )
+
+
+def test_a_large_range_finds_the_claims_block_from_any_node(lab: Lab) -> None:
+    """Blocks of a large range are chosen per node: the claim's address is found across them."""
+    large = dict(blue(), ipam={"type": "whereabouts", "range": "10.121.0.0/16"})
+    lab.claim("vm-l.blue")
+    lab.claim("vm-z.blue")
+    source_uid = lab.pod("launcher-l-src", "node-a", claimed("vm-l.blue"))
+    source = lab.cni("ADD", "node-a", "launcher-l-src", source_uid, large)
+    assert source.ok, source.stdout
+    stranger_uid = lab.pod("web-l", "node-b", [{"name": "blue"}])
+    stranger = lab.cni("ADD", "node-b", "web-l", stranger_uid, large)
+    assert stranger.ok and stranger.addresses() != source.addresses()
+    # Found through the claim's status.ips ...
+    target_uid = lab.pod("launcher-l-dst", "node-b", claimed("vm-l.blue"))
+    target = lab.cni("ADD", "node-b", "launcher-l-dst", target_uid, large)
+    assert target.addresses() == source.addresses()
+    # ... and through the pools when the status does not list it (e.g. its write was lost).
+    other_uid = lab.pod("launcher-z-1", "node-a", claimed("vm-z.blue"))
+    other = lab.cni("ADD", "node-a", "launcher-z-1", other_uid, large)
+    assert other.ok, other.stdout
+    lab.plane.kubectl(
+        "patch",
+        "ipamclaim",
+        "-n",
+        lab.namespace,
+        "vm-z.blue",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        json.dumps({"status": {"ips": []}}),
+    )
+    assert lab.claim_status("vm-z.blue")["ips"] == []
+    moved_uid = lab.pod("launcher-z-2", "node-b", claimed("vm-z.blue"))
+    moved = lab.cni("ADD", "node-b", "launcher-z-2", moved_uid, large)
+    assert moved.addresses() == other.addresses()
+    assert lab.claim_status("vm-z.blue")["ips"] == other.addresses()
+    held = [
+        holder
+        for spec in lab.plane.specs("ippools", lab.namespace).values()
+        for holder in spec.get("allocations", {}).values()
+    ]
+    assert sorted(h.get("ipamclaimref", "") for h in held) == [
+        "",
+        f"{lab.namespace}/vm-l.blue",
+        f"{lab.namespace}/vm-z.blue",
+    ]
