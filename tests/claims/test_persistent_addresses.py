@@ -225,6 +225,11 @@ def test_live_migration_keeps_the_addresses_and_never_hands_them_out(lab: Lab) -
     held = lab.entries()
     assert held["10.120.0.1"]["podref"] == f"{lab.namespace}/launcher-m-dst"
     assert held["fd00:120::1"]["ipamclaimref"] == f"{lab.namespace}/vm-m.blue"
+    # The cluster-wide reservations followed the claim to the target and outlived the source.
+    reserved = lab.plane.specs("overlappingrangeipreservations", lab.namespace)
+    assert reserved["10.120.0.1"]["podref"] == f"{lab.namespace}/launcher-m-dst"
+    assert reserved["10.120.0.1"]["ipamclaimref"] == f"{lab.namespace}/vm-m.blue"
+    assert reserved["fd00-120--1"]["ipamclaimref"] == f"{lab.namespace}/vm-m.blue"
 
 
 def test_without_the_opt_in_a_claim_reference_is_ignored(lab: Lab) -> None:
