@@ -11,6 +11,7 @@ from whereabouts_py.core.addresses import AddressRange, parse_range
 from whereabouts_py.core.allocator import Allocation, assign, release
 from whereabouts_py.core.claims import (
     NETWORKS_ANNOTATION,
+    allocated_conditions,
     allows_persistent_ips,
     claim_reference,
 )
@@ -118,3 +119,24 @@ def test_the_sweep_releases_only_what_deleted_claims_owned() -> None:
 def test_reservations_of_the_claim_belong_to_its_entry() -> None:
     assert same_attachment(FIRST, SECOND)
     assert not same_attachment(STRANGER, SECOND)
+
+
+def test_allocation_sets_its_condition_and_keeps_the_others() -> None:
+    ready = {"type": "Ready", "status": "True", "reason": "Bound", "message": "", "x": 1}
+    first = allocated_conditions((ready,), "2026-01-01T00:00:00Z")
+    assert first[0] == ready
+    assert first[1] == {
+        "type": "IPsAllocated",
+        "status": "True",
+        "reason": "SuccessfulAllocation",
+        "message": "addresses allocated by whereabouts-py",
+        "lastTransitionTime": "2026-01-01T00:00:00Z",
+    }
+    # Still true later: the transition time stays; one condition of the type.
+    later = allocated_conditions(tuple(first), "2026-02-01T00:00:00Z")
+    assert [c["type"] for c in later] == ["Ready", "IPsAllocated"]
+    assert later[1]["lastTransitionTime"] == "2026-01-01T00:00:00Z"
+    failed = dict(first[1], status="False", reason="AllocationFailed")
+    assert allocated_conditions((failed,), "2026-03-01T00:00:00Z")[0]["lastTransitionTime"] == (
+        "2026-03-01T00:00:00Z"
+    )

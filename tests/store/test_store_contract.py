@@ -298,6 +298,9 @@ def test_ipam_claims_are_read_listed_and_given_a_status(backend: Backend) -> Non
     again = store.get_ipam_claim(namespace, "vm-a.net1")
     assert again is not None and again.ips == ("10.1.0.5/24", "fd00::5/64")
     assert (again.network, again.interface) == ("blue", "net1")  # status writes keep the spec
+    assert [(c["type"], c["status"], c["reason"]) for c in again.conditions] == [
+        ("IPsAllocated", "True", "SuccessfulAllocation")
+    ]
     with pytest.raises(ConflictError):
         store.write_ipam_claim_status(claim, ["10.1.0.6/24"], "launcher-b")  # read before
     backend.delete_claim(namespace, "vm-a.net1")

@@ -156,7 +156,32 @@ class ClaimState:
     owner_pod: str = ""
     resource_version: str | None = None
     uid: str = ""
+    conditions: tuple[Mapping[str, Any], ...] = ()
 
     @property
     def ref(self) -> str:
         return claim_ref(self.namespace, self.name)
+
+
+ALLOCATED_CONDITION = "IPsAllocated"
+
+
+def allocated_conditions(existing: tuple[Mapping[str, Any], ...], now: str) -> list[dict[str, Any]]:
+    """``status.conditions`` after an allocation: ``IPsAllocated`` set True
+    (reason ``SuccessfulAllocation``, as OVN-Kubernetes sets it), every other
+    condition kept as it is; the transition time only moves when it changes."""
+    kept = [dict(c) for c in existing if c.get("type") != ALLOCATED_CONDITION]
+    previous = next((c for c in existing if c.get("type") == ALLOCATED_CONDITION), None)
+    since = now
+    if previous is not None and previous.get("status") == "True":
+        since = str(previous.get("lastTransitionTime") or now)
+    return [
+        *kept,
+        {
+            "type": ALLOCATED_CONDITION,
+            "status": "True",
+            "reason": "SuccessfulAllocation",
+            "message": "addresses allocated by whereabouts-py",
+            "lastTransitionTime": since,
+        },
+    ]

@@ -24,7 +24,7 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from whereabouts_py.core.allocator import Allocation
-from whereabouts_py.core.claims import NETWORKS_ANNOTATION, ClaimState
+from whereabouts_py.core.claims import NETWORKS_ANNOTATION, ClaimState, allocated_conditions
 from whereabouts_py.core.codec import (
     decode_allocations,
     decode_reservation,
@@ -686,7 +686,8 @@ class KubeStore:
         """Set ``status.ips`` and ``status.ownerPod`` through the status subresource.
 
         A compare-and-swap on the claim as read: ConflictError if it changed.
-        The condition ``IPsAllocated`` is set as OVN-Kubernetes sets it.
+        The condition ``IPsAllocated`` is set as OVN-Kubernetes sets it; other
+        conditions are kept.
         """
         checked_namespace(claim.namespace)
         checked_name("IPAMClaim", claim.name)
@@ -703,15 +704,7 @@ class KubeStore:
             "status": {
                 "ips": list(ips),
                 "ownerPod": {"name": owner_pod},
-                "conditions": [
-                    {
-                        "type": "IPsAllocated",
-                        "status": "True",
-                        "reason": "SuccessfulAllocation",
-                        "message": "addresses allocated by whereabouts-py",
-                        "lastTransitionTime": now,
-                    }
-                ],
+                "conditions": allocated_conditions(claim.conditions, now),
             },
         }
         path = _objects(CLAIM_GROUP, CLAIM_VERSION, claim.namespace, CLAIMS, claim.name)
@@ -801,6 +794,7 @@ def _claim_from(body: Mapping[str, Any]) -> ClaimState:
     status = body.get("status") or {}
     ips = status.get("ips") if isinstance(status, Mapping) else None
     owner = status.get("ownerPod") if isinstance(status, Mapping) else None
+    conditions = status.get("conditions") if isinstance(status, Mapping) else None
     return ClaimState(
         namespace=str(metadata.get("namespace", "")),
         name=str(metadata.get("name", "")),
@@ -810,4 +804,7 @@ def _claim_from(body: Mapping[str, Any]) -> ClaimState:
         owner_pod=str(owner.get("name") or "") if isinstance(owner, Mapping) else "",
         resource_version=str(metadata.get("resourceVersion") or "") or None,
         uid=str(metadata.get("uid", "")),
+        conditions=tuple(c for c in conditions if isinstance(c, Mapping))
+        if isinstance(conditions, list)
+        else (),
     )

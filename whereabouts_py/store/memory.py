@@ -21,7 +21,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from whereabouts_py.core.allocator import Allocation
-from whereabouts_py.core.claims import ClaimState
+from whereabouts_py.core.claims import ClaimState, allocated_conditions
 from whereabouts_py.core.codec import (
     decode_allocations,
     decode_reservation,
@@ -329,6 +329,11 @@ class MemoryStore:
                 stored,
                 ips=tuple(ips),
                 owner_pod=owner_pod,
+                conditions=tuple(
+                    allocated_conditions(
+                        stored.conditions, self._clock().strftime("%Y-%m-%dT%H:%M:%SZ")
+                    )
+                ),
                 resource_version=self._next_version(),
             )
             self._claims[(claim.namespace, claim.name)] = updated
