@@ -285,7 +285,11 @@ def test_exhaustion_is_exact_under_concurrency(
 
 @pytest.mark.netns
 def test_check_gc_and_status(
-    shim: Path, node_a: SimulatedNodes, control_plane: ControlPlane, namespace: str
+    shim: Path,
+    node_a: SimulatedNodes,
+    control_plane: ControlPlane,
+    namespace: str,
+    tmp_path: Path,
 ) -> None:
     config = network({"type": "whereabouts", "range": "10.94.0.0/30"}, version="1.1.0")
     kept = add(shim, node_a, "node-a", config, "keep", container="ctr-keep")
@@ -328,12 +332,16 @@ def test_check_gc_and_status(
     gc_config = dict(
         config, **{"cni.dev/valid-attachments": [{"containerID": "ctr-keep", "ifname": "net1"}]}
     )
-    gc = invoke(shim, "GC", gc_config, env=node_a["node-a"].environment())
-    assert gc.ok, gc.stdout
-    allocations = pools(control_plane, namespace)["10.94.0.0-30"]["allocations"]
-    assert [a["id"] for a in allocations.values()] == ["ctr-keep"]
-    assert set(reservations(control_plane, namespace)) == {"10.94.0.1"}
-    assert invoke(shim, "STATUS", config, env=node_a["node-a"].environment()).ok
+    # GC as after a node restart: a daemon spares the attachments whose ADD it began
+    # itself in the last minutes (tests/daemon/test_gc_races_add.py), a new one has none.
+    node_a.stop()
+    with SimulatedNodes(control_plane, tmp_path / "again", ["node-a"], namespace) as again:
+        gc = invoke(shim, "GC", gc_config, env=again["node-a"].environment())
+        assert gc.ok, gc.stdout
+        allocations = pools(control_plane, namespace)["10.94.0.0-30"]["allocations"]
+        assert [a["id"] for a in allocations.values()] == ["ctr-keep"]
+        assert set(reservations(control_plane, namespace)) == {"10.94.0.1"}
+        assert invoke(shim, "STATUS", config, env=again["node-a"].environment()).ok
 
 
 def test_gc_leaves_other_nodes_allocations_alone(
@@ -343,6 +351,8 @@ def test_gc_leaves_other_nodes_allocations_alone(
     with SimulatedNodes(control_plane, tmp_path, ["node-a", "node-b"], namespace) as nodes:
         assert add(shim, nodes, "node-a", config, "on-a").ok
         assert add(shim, nodes, "node-b", config, "on-b").ok
+    # GC from node-a's next daemon (as after a restart: none of these ADDs are its own).
+    with SimulatedNodes(control_plane, tmp_path / "again", ["node-a"], namespace) as nodes:
         gc_config = dict(config, **{"cni.dev/valid-attachments": []})
         assert invoke(shim, "GC", gc_config, env=nodes["node-a"].environment()).ok
     allocations = pools(control_plane, namespace)["10.95.0.0-24"]["allocations"]
