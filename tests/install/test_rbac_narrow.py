@@ -75,9 +75,11 @@ def test_our_leases_are_writable_in_their_own_namespace(
     for verb in ("get", "update"):
         assert can_i(control_plane, user, verb, f"leases/{lease}", LEASES), verb
     assert can_i(control_plane, user, "create", "leases", LEASES)
-    unused = ("patch", "list", "watch")
+    unused = ("patch", "list")
     # The reconciler deletes an empty block's Lease with the block; the daemon never deletes.
     assert can_i(control_plane, user, "delete", f"leases/{lease}", LEASES) is (user == RECONCILER)
+    # A daemon waiting for a pool's Lease watches it (store watch_lease); the reconciler never.
+    assert can_i(control_plane, user, "watch", f"leases/{lease}", LEASES) is (user == DAEMON)
     for verb in unused:
         assert not can_i(control_plane, user, verb, f"leases/{lease}", LEASES), verb
 
