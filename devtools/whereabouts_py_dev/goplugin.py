@@ -13,75 +13,34 @@ Running it needs a flat file: see :func:`write_flat_file`.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import re
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from whereabouts_py_dev.binaries import BuildError, build_once, cache_root, go_build
+from whereabouts_py_dev.gotool import PinnedGoTool
 
 WHEREABOUTS_VERSION = "v0.9.4"
 WHEREABOUTS_MODULE = "github.com/k8snetworkplumbingwg/whereabouts"
-WHEREABOUTS_PACKAGE = f"{WHEREABOUTS_MODULE}/cmd"
-GOMOD_DIR = Path(__file__).with_name("gomod-whereabouts")
 
-
-def _module_digest() -> str:
-    digest = hashlib.sha256()
-    for name in ("go.mod", "go.sum"):
-        digest.update((GOMOD_DIR / name).read_bytes())
-    return digest.hexdigest()[:12]
-
-
-def _pinned_version() -> str:
-    """The version of whereabouts that the wrapper's go.mod requires."""
-    text = (GOMOD_DIR / "go.mod").read_text()
-    match = re.search(rf"^\s*{re.escape(WHEREABOUTS_MODULE)}\s+(\S+)", text, re.MULTILINE)
-    if match is None:
-        raise BuildError(f"{GOMOD_DIR / 'go.mod'} does not require {WHEREABOUTS_MODULE}")
-    return match.group(1)
+GO_WHEREABOUTS = PinnedGoTool(
+    title="the whereabouts Go plugin",
+    binary="whereabouts",
+    cache_group="whereabouts-go",
+    module=WHEREABOUTS_MODULE,
+    package=f"{WHEREABOUTS_MODULE}/cmd",
+    version=WHEREABOUTS_VERSION,
+    gomod_dir=Path(__file__).with_name("gomod-whereabouts"),
+    version_flag=f"{WHEREABOUTS_MODULE}/pkg/version.Version={{version}}",
+)
 
 
 def cache_dir() -> Path:
-    return cache_root() / "whereabouts-go" / f"whereabouts-{WHEREABOUTS_VERSION}-{_module_digest()}"
-
-
-def _check_pin() -> None:
-    pinned = _pinned_version()
-    if pinned != WHEREABOUTS_VERSION:
-        raise BuildError(
-            f"{GOMOD_DIR / 'go.mod'} pins {WHEREABOUTS_MODULE} {pinned} but goplugin.py expects "
-            f"{WHEREABOUTS_VERSION}; update both together"
-        )
+    return GO_WHEREABOUTS.cache_dir()
 
 
 def ensure_go_whereabouts(log: Callable[[str], None] | None = None) -> Path:
     """Return the cached Go ``whereabouts`` executable, building it first (only once)."""
-    emit = log or (lambda line: print(line, file=sys.stderr, flush=True))
-    target = cache_dir()
-
-    def build(staging: Path) -> None:
-        _check_pin()
-        go_build(
-            WHEREABOUTS_PACKAGE,
-            staging / "whereabouts",
-            module_dir=GOMOD_DIR,
-            ldflags=f"-s -w -X {WHEREABOUTS_MODULE}/pkg/version.Version={WHEREABOUTS_VERSION}",
-            name=f"whereabouts (Go) {WHEREABOUTS_VERSION}",
-            log=emit,
-            hint=f"; the Go module proxy must serve {WHEREABOUTS_MODULE} and its dependencies",
-        )
-
-    build_once(
-        target,
-        ["whereabouts"],
-        build,
-        f"devcluster: first run: compiling the whereabouts Go plugin {WHEREABOUTS_VERSION} "
-        f"into {target} (about a minute, only once)",
-    )
-    return target / "whereabouts"
+    return GO_WHEREABOUTS.ensure(log)
 
 
 def write_flat_file(directory: Path, kubeconfig: Path, **extra: object) -> Path:
