@@ -41,7 +41,8 @@ import socket
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from typing import Any
 
 import kopf
@@ -316,7 +317,7 @@ def build_registry(
     def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
         if kubeconfig:
             return kopf.login_with_kubeconfig(**kwargs)
-        return kopf.login_with_service_account(**kwargs)
+        return in_cluster_connection(kopf.login_with_service_account(**kwargs))
 
     @kopf.on.event("v1", "pods", registry=registry, id="queue-pods-whose-addresses-may-be-free")
     async def pod_event(event: kopf.RawEvent, **_: Any) -> None:
@@ -534,3 +535,20 @@ def run_reconciler(
     )
     process.run(kubeconfig)
     return 0
+
+
+def in_cluster_connection(
+    info: kopf.ConnectionInfo | None, environ: Mapping[str, str] = os.environ
+) -> kopf.ConnectionInfo | None:
+    """The service-account connection, to the address the kubelet gives every pod.
+
+    kopf's own in-cluster login names ``https://kubernetes.default.svc``,
+    which needs cluster DNS; like client-go (and our daemon), dial
+    ``KUBERNETES_SERVICE_HOST``:``KUBERNETES_SERVICE_PORT`` when they are set.
+    """
+    host = environ.get("KUBERNETES_SERVICE_HOST", "").strip()
+    if info is None or not host:
+        return info
+    port = environ.get("KUBERNETES_SERVICE_PORT", "443").strip() or "443"
+    bracketed = f"[{host}]" if ":" in host else host
+    return replace(info, server=f"https://{bracketed}:{port}")
