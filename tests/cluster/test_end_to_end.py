@@ -8,6 +8,7 @@ leaves the pools, the reservations and ``kubectl whereabouts check`` clean.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
 import os
@@ -15,12 +16,13 @@ import subprocess
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from whereabouts_py_dev.cluster import Cluster, import_image
+from whereabouts_py_dev.cluster import Cluster, cgroups, import_image
 from whereabouts_py_dev.cluster.images import LAB_TOOLS_IMAGE
 from whereabouts_py_dev.cluster_demo import show
 from whereabouts_py_dev.image import ensure_product_image
@@ -537,6 +539,83 @@ def test_a_pod_force_deleted_while_its_kubelet_is_down_is_freed_once(
     assert leaks.returncode == 0, leaks.stdout + leaks.stderr
 
 
+def pod_netns_of_node(cgroup_root: str) -> list[str]:
+    """The ``cni-*`` namespaces entered by the node's pods (``/run/netns`` is every node's)."""
+    inodes = set()
+    for pid in cgroups.processes(cgroup_root):
+        with contextlib.suppress(OSError):
+            inodes.add(os.stat(f"/proc/{pid}/ns/net").st_ino)
+    return sorted(
+        entry.name for entry in Path("/run/netns").glob("cni-*") if entry.stat().st_ino in inodes
+    )
+
+
+def start_kubelet_until_it_stays(cluster: Cluster, node: str, attempts: int = 12) -> None:
+    """Start the node's kubelet again as its service manager would, until it keeps running.
+
+    A kubelet started while the restarted containerd is still loading its
+    sandboxes exits at once ("server is not initialized yet").
+    """
+    for _ in range(attempts):
+        cluster.start_kubelet(node)
+        time.sleep(5)
+        state = Path(f"/proc/{cluster.pids[f'{node}/kubelet']}/stat").read_text()
+        if state.rsplit(")", 1)[-1].split()[0] != "Z":
+            return
+    said = (cluster.node(node).logs / "kubelet.log").read_text()[-3000:]
+    raise AssertionError(f"node {node}'s kubelet keeps exiting:\n{said}")
+
+
+def test_a_restarted_node_gives_its_pods_new_addresses_and_keeps_nothing_of_the_old(
+    installed: Cluster, namespace: str
+) -> None:
+    """A reboot: containers, kubelet and runtime stop, the pod network namespaces go."""
+    apply(installed, namespace, nad("reboot", {"range": "10.65.0.0/24"}))
+    apply(installed, namespace, deployment("reboot", "reboot", 4))
+    before = running_with_addresses(installed, namespace, "app=reboot", 4, 1)
+    node = installed.node("node-b")
+    on_b = [p["metadata"]["uid"] for p in before if p["spec"]["nodeName"] == "node-b"]
+    assert len(on_b) == 2
+    stopped_at = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    removed = pod_netns_of_node(node.cgroup_root)
+    installed.stop_kubelet("node-b")
+    cgroups.kill_all(node.cgroup_root)
+    installed.stop_containerd("node-b")
+    assert len(removed) >= 2, f"node-b's pods hold no network namespace: {removed}"
+    for name in removed:
+        subprocess.run(["ip", "netns", "del", name], check=True)
+    installed.start_containerd("node-b")
+    start_kubelet_until_it_stays(installed, "node-b")
+    rollout = installed.kubectl(
+        "rollout", "status", "-n", INSTALL_NAMESPACE, "daemonset/whereabouts-daemon",
+        "--timeout=120s",
+    )  # fmt: skip
+    assert rollout.returncode == 0
+
+    def restarted() -> list[dict[str, Any]] | None:
+        found = running_with_addresses(installed, namespace, "app=reboot", 4, 1)
+        again = [p for p in found if p["metadata"]["uid"] in on_b]
+        fresh = [
+            p
+            for p in again
+            if p["status"]["containerStatuses"][0]["state"].get("running", {}).get("startedAt", "")
+            > stopped_at
+        ]
+        return found if len(fresh) == 2 else None
+
+    after = wait_until("node-b's pods back with new sandboxes", restarted, 120)
+    addresses = [ip for pod in after for ip in net1_ips(pod)]
+    assert len(set(addresses)) == 4, addresses
+    for pod in after:
+        shown = installed.kubectl(
+            "exec", "-n", namespace, pod["metadata"]["name"], "--", "ip", "addr", "show", "net1"
+        ).stdout
+        assert f" {net1_ips(pod)[0]}/" in shown
+    # The old sandboxes' addresses are gone (their DEL, with no netns left, still frees them).
+    assert_holdings_settle(installed, namespace, expected_holdings(after, namespace), 90)
+    assert_check_clean(installed)
+
+
 def test_pods_get_addresses_while_a_node_daemon_pod_is_deleted_during_a_scale_up(
     installed: Cluster, namespace: str
 ) -> None:
@@ -584,3 +663,22 @@ def test_the_cluster_demo_shows_addresses_a_cross_node_ping_and_host_locals_dupl
     assert "the same address on both nodes, on one segment: a duplicate" in shown
     assert "\n==> done" in shown
     assert installed.kubectl("get", "namespace", "demo", check=False).returncode != 0
+
+
+def test_the_reconciler_replicas_ran_the_whole_module_without_a_restart(installed: Cluster) -> None:
+    """Minutes after the install (this runs last), no reconciler container ever restarted.
+
+    Without cluster DNS (here, and on some real clusters) a reconciler that
+    dialled ``kubernetes.default.svc`` lost its watch and exited about every
+    100 s; it must dial the Service address the kubelet gives it.
+    """
+    replicas = pods(installed, INSTALL_NAMESPACE, "app.kubernetes.io/name=whereabouts-reconciler")
+    # node-b's replica was killed by the node restart above: node-a's ran all along.
+    on_a = [p for p in replicas if p["spec"]["nodeName"] == "node-a"]
+    assert on_a, [(p["metadata"]["name"], p["spec"]["nodeName"]) for p in replicas]
+    for replica in on_a:
+        started = datetime.strptime(replica["status"]["startTime"], "%Y-%m-%dT%H:%M:%SZ")
+        age = (datetime.now(UTC) - started.replace(tzinfo=UTC)).total_seconds()
+        assert age > 150, f"too early to tell: started {age:.0f}s ago"
+        (container,) = replica["status"]["containerStatuses"]
+        assert container["restartCount"] == 0, container
