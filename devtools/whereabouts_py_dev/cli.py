@@ -164,7 +164,7 @@ def _add_demo(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -
         "--cluster",
         action="store_true",
         help="on two real nodes (kubelet, containerd, Multus) with the product image and "
-        "manifests; builds them the first time (tens of minutes), then a few minutes",
+        "manifests; builds them the first time (tens of minutes), then about a minute",
     )
     demo.set_defaults(handler=_demo)
 
