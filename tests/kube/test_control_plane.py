@@ -52,6 +52,8 @@ def test_server_reports_the_pinned_version(control_plane: ControlPlane) -> None:
 def test_crds_are_established(control_plane: ControlPlane) -> None:
     names = control_plane.kubectl("get", "crd", "-o", "name").stdout.split()
     assert sorted(names) == [
+        # KubeVirt's persistent-address claims (crds/ipamclaims, from its own module).
+        "customresourcedefinition.apiextensions.k8s.io/ipamclaims.k8s.cni.cncf.io",
         "customresourcedefinition.apiextensions.k8s.io/ippools.whereabouts.cni.cncf.io",
         "customresourcedefinition.apiextensions.k8s.io/network-attachment-definitions.k8s.cni.cncf.io",
         "customresourcedefinition.apiextensions.k8s.io/nodeslicepools.whereabouts.cni.cncf.io",
