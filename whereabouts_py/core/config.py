@@ -460,6 +460,7 @@ def _addresses(ipam: Mapping[str, Any]) -> list[dict[str, Any]] | None:
         raise ConfigError(
             "addresses", addresses, 'must be a list like [{"address": "10.0.0.5/24"}]'
         )
+    canonical: list[dict[str, Any]] = []
     for index, entry in enumerate(addresses):
         key = f"addresses[{index}]"
         if not isinstance(entry, Mapping):
@@ -468,16 +469,18 @@ def _addresses(ipam: Mapping[str, Any]) -> list[dict[str, Any]] | None:
         if not isinstance(address, str) or "/" not in address:
             raise ConfigError(f"{key}.address", address, "must be a CIDR like 10.0.0.5/24")
         text = _sloppy_cidr(address, f"{key}.address")
-        host, _slash, _prefix = text.partition("/")
+        host, _slash, prefix = text.partition("/")
         try:
-            parse_address(host, f"{key}.address")
+            parsed = parse_address(host, f"{key}.address")
             parse_network(text, f"{key}.address")
         except ConfigError:
             raise ConfigError(
                 f"{key}.address", address, "not a CIDR (expected address/prefix)"
             ) from None
         _strict_ip(entry.get("gateway"), f"{key}.gateway")
-    return copy.deepcopy(addresses)
+        # The result carries it as whereabouts prints it: in standard notation.
+        canonical.append({**copy.deepcopy(dict(entry)), "address": f"{parsed}/{int(prefix)}"})
+    return canonical
 
 
 def _node_slice_size(ipam: Mapping[str, Any]) -> str | None:

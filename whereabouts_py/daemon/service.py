@@ -343,6 +343,12 @@ class IPAMService:
             if ipam.gateway is not None and ipam.gateway.version == address.version:
                 entry["gateway"] = str(ipam.gateway)
             ips.append(entry)
+        # The static entries of "addresses" follow the allocated ones, as whereabouts does.
+        for static in ipam.addresses or ():
+            entry = {"address": str(static["address"])}
+            if static.get("gateway"):
+                entry["gateway"] = str(static["gateway"])
+            ips.append(entry)
         result: dict[str, Any] = {"ips": ips}
         if ipam.routes:
             result["routes"] = ipam.routes
