@@ -67,15 +67,16 @@ def cache_root() -> Path:
     return base / "whereabouts-py"
 
 
-def _module_digest() -> str:
+def module_digest(gomod_dir: Path) -> str:
+    """The first 12 hex digits of sha256 over a wrapper module's go.mod and go.sum."""
     digest = hashlib.sha256()
     for name in ("go.mod", "go.sum"):
-        digest.update((GOMOD_DIR / name).read_bytes())
+        digest.update((gomod_dir / name).read_bytes())
     return digest.hexdigest()[:12]
 
 
 def cache_dir() -> Path:
-    key = f"k8s-{KUBERNETES_VERSION}-etcd-{ETCD_VERSION}-{_module_digest()}"
+    key = f"k8s-{KUBERNETES_VERSION}-etcd-{ETCD_VERSION}-{module_digest(GOMOD_DIR)}"
     return cache_root() / "controlplane" / key
 
 
@@ -153,29 +154,44 @@ def build_once(
                 shutil.rmtree(staging, ignore_errors=True)
 
 
-def ensure_binaries(log: Callable[[str], None] | None = None) -> Binaries:
-    """Return the cached binaries, building the missing set first (only once)."""
+def build_kubernetes_set(
+    target: Path,
+    targets: tuple[tuple[str, str], ...],
+    gomod_dir: Path,
+    *,
+    what: str,
+    announce: str,
+    log: Callable[[str], None] | None = None,
+) -> None:
+    """Build ``targets`` (name, package) of the pinned release into ``target``, once."""
     emit = log or (lambda line: print(line, file=sys.stderr, flush=True))
-    target = cache_dir()
 
     def build(staging: Path) -> None:
         started = time.monotonic()
-        for name, package in _TARGETS:
+        for name, package in targets:
             go_build(
                 package,
                 staging / name,
-                module_dir=GOMOD_DIR,
+                module_dir=gomod_dir,
                 ldflags=kubernetes_ldflags(),
                 name=name,
                 log=emit,
             )
-        emit(f"devcluster: control-plane binaries ready in {time.monotonic() - started:.0f}s")
+        emit(f"devcluster: {what} ready in {time.monotonic() - started:.0f}s")
 
-    build_once(
+    build_once(target, [name for name, _ in targets], build, announce)
+
+
+def ensure_binaries(log: Callable[[str], None] | None = None) -> Binaries:
+    """Return the cached binaries, building the missing set first (only once)."""
+    target = cache_dir()
+    build_kubernetes_set(
         target,
-        [name for name, _ in _TARGETS],
-        build,
-        f"devcluster: first run: compiling kube-apiserver {KUBERNETES_VERSION}, kubectl "
-        f"and etcd {ETCD_VERSION} into {target} (takes minutes, only once)",
+        _TARGETS,
+        GOMOD_DIR,
+        what="control-plane binaries",
+        announce=f"devcluster: first run: compiling kube-apiserver {KUBERNETES_VERSION}, "
+        f"kubectl and etcd {ETCD_VERSION} into {target} (takes minutes, only once)",
+        log=log,
     )
     return Binaries(target)

@@ -9,22 +9,19 @@ each describe one such tool.
 
 from __future__ import annotations
 
-import hashlib
 import re
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from whereabouts_py_dev.binaries import BuildError, build_once, cache_root, go_build
-
-
-def module_digest(gomod_dir: Path) -> str:
-    """The first 12 hex digits of sha256 over the folder's go.mod and go.sum."""
-    digest = hashlib.sha256()
-    for name in ("go.mod", "go.sum"):
-        digest.update((gomod_dir / name).read_bytes())
-    return digest.hexdigest()[:12]
+from whereabouts_py_dev.binaries import (
+    BuildError,
+    build_once,
+    cache_root,
+    go_build,
+    module_digest,
+)
 
 
 @dataclass(frozen=True)

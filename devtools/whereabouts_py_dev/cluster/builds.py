@@ -9,19 +9,15 @@ its own directory, keyed by version and by a digest of ``gomod-node/``.
 
 from __future__ import annotations
 
-import hashlib
-import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from whereabouts_py_dev.binaries import (
     KUBERNETES_VERSION,
-    build_once,
+    build_kubernetes_set,
     cache_root,
-    go_build,
-    kubernetes_ldflags,
+    module_digest,
 )
 
 GOMOD_DIR = Path(__file__).resolve().parents[1] / "gomod-node"
@@ -53,40 +49,20 @@ class NodeBinaries:
         return self.directory / "kube-scheduler"
 
 
-def _module_digest() -> str:
-    digest = hashlib.sha256()
-    for name in ("go.mod", "go.sum"):
-        digest.update((GOMOD_DIR / name).read_bytes())
-    return digest.hexdigest()[:12]
-
-
 def cache_dir() -> Path:
-    return cache_root() / "node" / f"k8s-{KUBERNETES_VERSION}-{_module_digest()}"
+    return cache_root() / "node" / f"k8s-{KUBERNETES_VERSION}-{module_digest(GOMOD_DIR)}"
 
 
 def ensure_node_binaries(log: Callable[[str], None] | None = None) -> NodeBinaries:
     """Return the cached node binaries, building the missing set first (only once)."""
-    emit = log or (lambda line: print(line, file=sys.stderr, flush=True))
     target = cache_dir()
-
-    def build(staging: Path) -> None:
-        started = time.monotonic()
-        for name, package in _TARGETS:
-            go_build(
-                package,
-                staging / name,
-                module_dir=GOMOD_DIR,
-                ldflags=kubernetes_ldflags(),
-                name=name,
-                log=emit,
-            )
-        emit(f"devcluster: node binaries ready in {time.monotonic() - started:.0f}s")
-
-    build_once(
+    build_kubernetes_set(
         target,
-        [name for name, _ in _TARGETS],
-        build,
-        f"devcluster: first run: compiling kubelet, kube-controller-manager and "
+        _TARGETS,
+        GOMOD_DIR,
+        what="node binaries",
+        announce=f"devcluster: first run: compiling kubelet, kube-controller-manager and "
         f"kube-scheduler {KUBERNETES_VERSION} into {target} (about 10 minutes, only once)",
+        log=log,
     )
     return NodeBinaries(target)
