@@ -9,6 +9,7 @@ Standard library only: the CNI shim imports this module.
     ├── InvalidEnvironmentError           4   CNI_* environment missing or malformed
     ├── StoreError                        5   the Kubernetes API failed (I/O)
     │   ├── NotFoundError                 5   the object does not exist
+    │   ├── ForbiddenError                5   this identity lacks the right (RBAC)
     │   ├── InvalidNameError              7   a name Kubernetes refuses: never sent
     │   └── ApiUnavailableError          11   not reachable or overloaded (also a TryAgainError)
     ├── DecodeError                       6   stdin or a request is not valid JSON
@@ -99,6 +100,10 @@ class StoreError(WhereaboutsError):
 
 class NotFoundError(StoreError):
     pass
+
+
+class ForbiddenError(StoreError):
+    """The API refused this identity the request (403 from a ready apiserver)."""
 
 
 class InvalidNameError(StoreError):

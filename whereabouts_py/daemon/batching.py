@@ -41,6 +41,7 @@ from typing import Any, Literal
 from whereabouts_py.core.allocator import Allocation
 from whereabouts_py.errors import (
     ConflictError,
+    ForbiddenError,
     NotFoundError,
     StoreError,
     TryAgainError,
@@ -48,6 +49,7 @@ from whereabouts_py.errors import (
 )
 from whereabouts_py.metrics import daemon as metrics
 from whereabouts_py.store.kube import KubeStore, LeaseRecord, PoolSnapshot
+from whereabouts_py.store.values import pool_lease_name
 
 log = logging.getLogger(__name__)
 
@@ -71,9 +73,8 @@ LEASE_STAGGER_S = 0.02
 LEASE_CHANGE_WAIT_S = 0.25
 
 
-def lease_name_for(pool: str) -> str:
-    """The coordination Lease of an IPPool (same namespace)."""
-    return f"whereabouts-py-pool-{pool}"[:253]
+# The coordination Lease of an IPPool (one name rule for the daemon and the reconciler).
+lease_name_for = pool_lease_name
 
 
 @dataclass(frozen=True)
@@ -131,13 +132,11 @@ class _LeaseWatch:
                             self.cond.notify_all()
                         if time.monotonic() >= self._wanted_until:
                             break
+                except ForbiddenError as error:
+                    log.info("Lease %s: cannot watch it (%s); looking instead", self._name, error)
+                    self.failed = True
+                    return
                 except WhereaboutsError as error:
-                    if "forbidden" in str(error):
-                        log.info(
-                            "Lease %s: cannot watch it (%s); looking instead", self._name, error
-                        )
-                        self.failed = True
-                        return
                     log.debug("Lease %s: watch ended: %s", self._name, error)
                     time.sleep(random.uniform(0.1, 0.3))
                 finally:

@@ -36,6 +36,7 @@ from whereabouts_py.errors import (
     AlreadyExistsError,
     ApiUnavailableError,
     ConflictError,
+    ForbiddenError,
     NotFoundError,
     StoreError,
 )
@@ -135,7 +136,7 @@ def _translated(action: str) -> Iterator[None]:
         ) from None
     except ApiException as error:
         if error.status == 403:
-            raise StoreError(
+            raise ForbiddenError(
                 f"{action}: forbidden: {_reason(error)}",
                 "this identity lacks the right named above; grant it through the "
                 "whereabouts-py Role and ClusterRole (manifests/)",
