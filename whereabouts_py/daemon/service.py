@@ -674,7 +674,12 @@ class IPAMService:
             return [shard_of(rng, 0)]
         found = self.placement.located(self._range_key(ipam, rng), rng, owner)
         located = [found] if found is not None else []
-        # Entries the Go project wrote live in the whole-range object.
+        # Entries the Go project wrote live in the whole-range object; where it
+        # does not exist (as read within LEGACY_CACHE_S) there is nothing to look
+        # for. One made by Go within that second and holding this attachment is
+        # left to the reconciler, which frees it once the pod is gone.
+        if not self._legacy_holders(ipam, rng).exists:
+            return located
         whole = Shard(rng, rng.network, 0, rng)
         return [*located, whole]
 
