@@ -9,6 +9,15 @@ same function on a fresher pool.
   get the offset they already hold, and the new container ID is recorded, so
   the DEL of the new sandbox releases it and a late DEL of the old one does not.
 - DEL matches container ID and interface name and succeeds when nothing matches.
+
+Which records name the same attachment is decided here, once, for the daemon
+and the reconciler alike (``whereabouts_py.core.ownership`` re-exports the
+rules): ``same_container_interface`` (strict: this container's interface) and
+``same_pod_interface`` (lenient: any sandbox of this pod's interface), combined
+into ``same_sandbox_attachment`` (whose record is it to delete?) and
+``same_attachment`` (is this entry the attachment's, perhaps from an older
+sandbox?). They live beside ``Allocation`` because the allocator needs them
+and the ownership module builds on the allocator.
 """
 
 from __future__ import annotations
@@ -19,6 +28,7 @@ from dataclasses import dataclass
 import netaddr
 
 from whereabouts_py.core.addresses import AddressRange
+from whereabouts_py.core.claims import is_claimed
 from whereabouts_py.errors import AddressOutOfRangeError, AddressTakenError, PoolExhaustedError
 
 
@@ -41,13 +51,86 @@ class Allocation:
 
     def describe(self) -> str:
         """How error messages name the owner."""
-        who = f"pod {self.podref}" if _names_a_pod(self.podref) else "no pod"
+        who = f"pod {self.podref}" if names_a_pod(self.podref) else "no pod"
         return f"{who} (container {self.container_id or '?'}, interface {self.ifname or '?'})"
 
 
-def _names_a_pod(podref: str) -> bool:
+# --- which records name the same attachment ---------------------------------------------
+
+
+def names_a_pod(podref: str) -> bool:
+    """Whether a ``podref`` names a pod (``namespace/name``, both parts non-empty)."""
     namespace, slash, name = podref.partition("/")
     return bool(slash and namespace and name)
+
+
+def _same_interface(recorded: str, asked: str) -> bool:
+    """Interface names match; a record without one (written by Go versions before
+    interfaces were recorded) matches every interface."""
+    return recorded in (asked, "")
+
+
+def same_claim(record: Allocation, owner: Allocation) -> bool:
+    """Both belong to the IPAMClaim ``owner`` names, whichever of its pods recorded them."""
+    return is_claimed(owner.ipam_claim) and record.ipam_claim == owner.ipam_claim
+
+
+def same_container_interface(record: Allocation, owner: Allocation) -> bool:
+    """Strict: ``record`` was made by this very container's interface.
+
+    Container IDs are unique to a sandbox, so this is the match of DEL, CHECK,
+    GC and a rollback. A record without a container ID (the Go project's
+    reservations) never matches this way.
+    """
+    return (
+        bool(owner.container_id)
+        and record.container_id == owner.container_id
+        and _same_interface(record.ifname, owner.ifname)
+    )
+
+
+def same_pod_interface(record: Allocation, owner: Allocation) -> bool:
+    """Lenient: ``record`` was made for this pod's interface, by any of its sandboxes.
+
+    Never true when ``owner`` names no pod: attachments made without pod
+    identity would otherwise all look like the same one.
+    """
+    return (
+        names_a_pod(owner.podref)
+        and record.podref == owner.podref
+        and _same_interface(record.ifname, owner.ifname)
+    )
+
+
+def same_sandbox_attachment(record: Allocation, owner: Allocation) -> bool:
+    """Whether ``record`` is exactly ``owner``'s: deleting it frees ``owner``'s hold only.
+
+    By container and interface when the record has a container ID; the Go
+    project writes its reservations with ``podref`` and ``ifname`` only, and
+    such a record is the owner's when its pod and interface match (what the Go
+    DEL compares). A record of the owner's IPAMClaim is the owner's.
+    """
+    if same_claim(record, owner):
+        return True
+    if record.container_id:
+        return same_container_interface(record, owner)
+    return same_pod_interface(record, owner)
+
+
+def same_attachment(record: Allocation, owner: Allocation) -> bool:
+    """Whether ``record`` is ``owner``'s attachment, possibly from an older sandbox.
+
+    Pods are matched by reference and interface: an ADD in a new sandbox takes
+    over the pod's entry, and until it has, the reservation still names the old
+    container; that is not a conflict. Without pod identity (plain CNI), by
+    container and interface. A record of the owner's IPAMClaim is the owner's,
+    whichever of the claim's pods recorded it.
+    """
+    if same_claim(record, owner):
+        return True
+    if names_a_pod(owner.podref) or names_a_pod(record.podref):
+        return same_pod_interface(record, owner)
+    return same_container_interface(record, owner)
 
 
 def find_owned(allocations: Mapping[int, Allocation], podref: str, ifname: str) -> int | None:
@@ -56,12 +139,11 @@ def find_owned(allocations: Mapping[int, Allocation], podref: str, ifname: str) 
     A podref that names no pod (empty, or ``"/"``) matches nothing: otherwise
     every attachment made without pod identity would look like the same one.
     """
-    if not _names_a_pod(podref):
-        return None
+    asked = Allocation("", podref, ifname)
     owned = [
         offset
         for offset, allocation in allocations.items()
-        if allocation.podref == podref and allocation.ifname == ifname
+        if same_pod_interface(allocation, asked)
     ]
     return min(owned) if owned else None
 
@@ -75,19 +157,15 @@ def find_claimed(allocations: Mapping[int, Allocation], ipam_claim: str) -> int 
 
 
 def _find_attachment(allocations: Mapping[int, Allocation], owner: Allocation) -> int | None:
-    """Idempotency lookup: by claim, by pod and interface, or by container when there is no pod.
+    """Idempotency lookup: the claim's entry, or the attachment's (``same_attachment``).
 
     An owner with an IPAMClaim gets what the claim owns, whichever pod recorded
     it (a VM's next pod, or the target pod of a live migration).
     """
     if owner.ipam_claim:
         return find_claimed(allocations, owner.ipam_claim)
-    if _names_a_pod(owner.podref):
-        return find_owned(allocations, owner.podref, owner.ifname)
     owned = [
-        offset
-        for offset, allocation in allocations.items()
-        if allocation.container_id == owner.container_id and allocation.ifname == owner.ifname
+        offset for offset, allocation in allocations.items() if same_attachment(allocation, owner)
     ]
     return min(owned) if owned else None
 
@@ -187,12 +265,11 @@ def release(
     on the container ID alone. An address an IPAMClaim owns is never freed
     here: it stays the claim's until the claim is deleted.
     """
+    asked = Allocation(container_id, "", ifname)
     return release_where(
         allocations,
         lambda allocation: (
-            not allocation.ipam_claim
-            and allocation.container_id == container_id
-            and allocation.ifname in (ifname, "")
+            not allocation.ipam_claim and same_container_interface(allocation, asked)
         ),
     )
 

@@ -35,7 +35,12 @@ from dataclasses import dataclass, field
 
 import netaddr
 
-from whereabouts_py.core.allocator import Allocation
+# "The same attachment" is defined once, beside ``Allocation`` (the allocator needs
+# it, and this module builds on the allocator): ``same_attachment`` asks whether a
+# record is an entry's attachment at all (perhaps from an older sandbox),
+# ``reservation_held_by`` whether deleting it frees exactly that entry's hold.
+from whereabouts_py.core.allocator import Allocation, names_a_pod, same_sandbox_attachment
+from whereabouts_py.core.allocator import same_attachment as same_attachment  # noqa: PLC0414
 from whereabouts_py.core.claims import is_claimed
 from whereabouts_py.core.codec import pool_name, reservation_name
 
@@ -131,11 +136,6 @@ def network_status_of(annotations: Mapping[str, str]) -> frozenset[str] | None:
     if text is None:
         text = annotations.get(NETWORK_STATUS_LEGACY)
     return parse_network_status(text)
-
-
-def names_a_pod(podref: str) -> bool:
-    namespace, slash, name = podref.partition("/")
-    return bool(slash and namespace and name)
 
 
 def judge(
@@ -235,43 +235,8 @@ def entries_of(pool: str, cidr: str, allocations: Mapping[int, Allocation]) -> l
     return held
 
 
-def same_attachment(holder: Allocation, allocation: Allocation) -> bool:
-    """Whether a reservation's holder is the attachment of a pool entry.
-
-    Pods are compared by reference and interface: during an ADD that re-records
-    a pod's entry with a new container ID, the reservation briefly still names
-    the old container, and that is not a conflict. An entry an IPAMClaim owns
-    is the same attachment as a reservation of the same claim, whichever of
-    the claim's pods recorded either.
-    """
-    if is_claimed(allocation.ipam_claim) and holder.ipam_claim == allocation.ipam_claim:
-        return True
-    if names_a_pod(allocation.podref) or names_a_pod(holder.podref):
-        return holder.podref == allocation.podref and holder.ifname in (allocation.ifname, "")
-    return holder.container_id == allocation.container_id and holder.ifname == allocation.ifname
-
-
-def reservation_held_by(holder: Allocation, allocation: Allocation) -> bool:
-    """Whether deleting the reservation frees exactly this entry's claim.
-
-    Strict on the container ID when the reservation records one. The Go
-    project writes its reservations with ``podref`` and ``ifname`` only: such
-    a reservation is the entry's when both match (as the Go DEL decides).
-    A reservation of the entry's IPAMClaim is the entry's.
-    """
-    if is_claimed(allocation.ipam_claim) and holder.ipam_claim == allocation.ipam_claim:
-        return True
-    if not holder.container_id:
-        return (
-            names_a_pod(holder.podref)
-            and holder.podref == allocation.podref
-            and holder.ifname == allocation.ifname
-        )
-    return (
-        holder.podref == allocation.podref
-        and holder.container_id == allocation.container_id
-        and holder.ifname in (allocation.ifname, "")
-    )
+# Whether deleting a reservation frees exactly a pool entry's hold (the strict rule).
+reservation_held_by = same_sandbox_attachment
 
 
 # --- the sweep's plan -----------------------------------------------------------------

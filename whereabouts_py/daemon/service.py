@@ -36,7 +36,18 @@ from typing import Any
 import netaddr
 
 from whereabouts_py.core.addresses import AddressRange
-from whereabouts_py.core.allocator import Allocation, assign, release, release_where
+from whereabouts_py.core.allocator import (
+    Allocation,
+    assign,
+    names_a_pod,
+    release,
+    release_where,
+    same_attachment,
+    same_claim,
+    same_container_interface,
+    same_pod_interface,
+    same_sandbox_attachment,
+)
 from whereabouts_py.core.claims import (
     CLAIM_REFERENCE_KEY,
     NETWORKS_ANNOTATION,
@@ -81,7 +92,7 @@ from whereabouts_py.errors import (
 )
 from whereabouts_py.metrics import daemon as metrics
 from whereabouts_py.store.flatfile import read_flat_file
-from whereabouts_py.store.kube import WHOLE_RANGE_ANNOTATION, KubeStore, Reservation
+from whereabouts_py.store.kube import WHOLE_RANGE_ANNOTATION, KubeStore
 
 log = logging.getLogger(__name__)
 
@@ -618,7 +629,7 @@ class IPAMService:
             if existing is None:
                 continue  # deleted meanwhile: create again
             holder = existing.holder
-            if owner.ipam_claim and holder.ipam_claim == owner.ipam_claim:
+            if same_claim(holder, owner):
                 # The claim's reservation, recorded by another of its pods: it follows us.
                 if holder != owner:
                     try:
@@ -626,20 +637,17 @@ class IPAMService:
                     except WhereaboutsError:
                         continue
                 return True
-            if not owner.podref:
+            if not names_a_pod(owner.podref):
                 # No pod identity (plain CNI): only the very same attachment is us.
-                return (holder.container_id, holder.ifname) == (
-                    owner.container_id,
-                    owner.ifname,
-                )
+                return same_container_interface(holder, owner)
             if holder.podref != owner.podref:
                 return False
-            if holder.ifname != owner.ifname:
+            if not same_pod_interface(holder, owner):
                 # The same pod holds it on another interface (another overlapping
                 # range): it does not block us, but the reservation stays that
                 # interface's, so our DEL never deletes it from under it.
                 return True
-            if holder.container_id != owner.container_id:
+            if not same_container_interface(holder, owner):
                 try:  # a new sandbox of the same pod: the reservation follows it
                     self.store.update_reservation(existing, owner)
                 except WhereaboutsError:
@@ -664,7 +672,7 @@ class IPAMService:
 
     def _drop_reservation(self, name: str, owner: Allocation) -> None:
         existing = self.store.get_reservation(name)
-        if existing is not None and _same_holder(existing, owner):
+        if existing is not None and same_sandbox_attachment(existing.holder, owner):
             self.store.delete_reservation(existing)
 
     # --- where an attachment's entries are ---------------------------------------------------
@@ -733,10 +741,7 @@ class IPAMService:
             for local, holder in snapshot.allocations.items():
                 if holder.ipam_claim:
                     continue  # the claim's, not the pod's: only its deletion frees it
-                if holder.container_id == owner.container_id and holder.ifname in (
-                    owner.ifname,
-                    "",
-                ):
+                if same_container_interface(holder, owner):
                     address = shard.whole.network.first + shard.to_whole(local)
                     name = reservation_name(
                         netaddr.IPAddress(address, shard.whole.version), ipam.network_name
@@ -766,8 +771,7 @@ class IPAMService:
                     (
                         key
                         for key, holder in snapshot.allocations.items()
-                        if holder.container_id == attachment.container_id
-                        and holder.ifname == attachment.ifname
+                        if same_container_interface(holder, owner)
                     ),
                     None,
                 )
@@ -904,28 +908,6 @@ def _result_of(error: BaseException) -> str:
     return metrics.result_of(error)
 
 
-def _same_holder(reservation: Reservation, owner: Allocation) -> bool:
-    """Whether ``owner`` is who the reservation names.
-
-    Strict on the container ID when the reservation records one; the Go
-    project's reservations carry only ``podref`` and ``ifname``, and are the
-    owner's when both match (what the Go DEL itself compares).
-    """
-    holder = reservation.holder
-    if not holder.container_id:
-        return (
-            _names_a_pod(owner.podref)
-            and holder.podref == owner.podref
-            and holder.ifname == owner.ifname
-        )
-    return holder.container_id == owner.container_id and holder.ifname == owner.ifname
-
-
-def _names_a_pod(podref: str) -> bool:
-    namespace, slash, name = podref.partition("/")
-    return bool(slash and namespace and name)
-
-
 def _release_offset(
     offset: int, owner: Allocation
 ) -> Callable[[dict[int, Allocation]], tuple[dict[int, Allocation], None]]:
@@ -933,10 +915,7 @@ def _release_offset(
 
     def operation(allocations: dict[int, Allocation]) -> tuple[dict[int, Allocation], None]:
         holder = allocations.get(offset)
-        if holder is not None and (holder.container_id, holder.ifname) == (
-            owner.container_id,
-            owner.ifname,
-        ):
+        if holder is not None and same_container_interface(holder, owner):
             remaining = dict(allocations)
             del remaining[offset]
             return remaining, None
@@ -954,23 +933,13 @@ def _mirror_offset(
         holder = allocations.get(offset)
         if holder == owner:
             return allocations, True
-        if holder is None or _same_attachment(holder, owner):
+        if holder is None or same_attachment(holder, owner):
             updated = dict(allocations)
             updated[offset] = owner
             return updated, True
         return allocations, False
 
     return operation
-
-
-def _same_attachment(holder: Allocation, owner: Allocation) -> bool:
-    """The same claim, the same pod's interface (a new sandbox) or, without a pod,
-    the same container's."""
-    if owner.ipam_claim and holder.ipam_claim == owner.ipam_claim:
-        return True
-    if _names_a_pod(owner.podref):
-        return holder.podref == owner.podref and holder.ifname == owner.ifname
-    return (holder.container_id, holder.ifname) == (owner.container_id, owner.ifname)
 
 
 def _sweep(
