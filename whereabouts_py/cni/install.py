@@ -45,6 +45,7 @@ import time
 from pathlib import Path
 
 import whereabouts_py
+from whereabouts_py.cni.nodeconf import atomic_write
 
 IMAGE_BUNDLE = Path("/opt/whereabouts-py/shim")
 BUNDLE_STORE = "whereabouts-py.d"
@@ -89,19 +90,8 @@ def _install_script(bin_dir: Path, name: str) -> Path:
     if len(script.partition("\n")[0]) >= _SHEBANG_MAX:
         raise ValueError(f"the interpreter path {python!r} is too long for a #! line")
 
-    bin_dir.mkdir(parents=True, exist_ok=True)
     target = bin_dir / name
-    descriptor, temporary = tempfile.mkstemp(dir=bin_dir, prefix=f".{name}.")
-    try:
-        with os.fdopen(descriptor, "w") as file:
-            file.write(script)
-            file.flush()
-            os.fchmod(file.fileno(), 0o755)
-            os.fsync(file.fileno())
-        os.replace(temporary, target)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    atomic_write(target, script, mode=0o755)
     return target
 
 

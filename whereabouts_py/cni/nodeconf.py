@@ -34,18 +34,22 @@ class NodeConfig:
     service_account_dir: Path = SERVICE_ACCOUNT_DIR
 
 
-def _atomic_write(path: Path, text: str) -> bool:
-    """Write ``text`` (mode 0600) unless the file already holds it; True if written."""
+def atomic_write(path: Path, text: str, *, mode: int = 0o600) -> bool:
+    """Write ``text`` with ``mode`` unless the file already holds both; True if written.
+
+    The text goes to a temporary file beside ``path``, is flushed to disk and
+    renamed over it: a reader sees the old file or the new one, never a part.
+    """
     try:
-        if path.read_text() == text and (path.stat().st_mode & 0o777) == 0o600:
+        if path.read_text() == text and (path.stat().st_mode & 0o777) == mode:
             return False
-    except OSError:
+    except (OSError, ValueError):
         pass
     path.parent.mkdir(parents=True, exist_ok=True)
     descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         with os.fdopen(descriptor, "w") as file:
-            os.fchmod(file.fileno(), 0o600)
+            os.fchmod(file.fileno(), mode)
             file.write(text)
             file.flush()
             os.fsync(file.fileno())
@@ -103,10 +107,10 @@ def write_node_config(config: NodeConfig, environ: Mapping[str, str] | None = No
             namespace,
         )
         path = config.conf_dir / KUBECONFIG
-        if _atomic_write(path, json.dumps(kubeconfig, indent=2) + "\n"):
+        if atomic_write(path, json.dumps(kubeconfig, indent=2) + "\n"):
             changed.append(path)
         flat["kubernetes"] = {"kubeconfig": f"{config.host_conf_dir.rstrip('/')}/{KUBECONFIG}"}
     path = config.conf_dir / FLAT_FILE
-    if _atomic_write(path, json.dumps(flat, indent=2) + "\n"):
+    if atomic_write(path, json.dumps(flat, indent=2) + "\n"):
         changed.append(path)
     return changed

@@ -95,6 +95,18 @@ class Verdict(enum.Enum):
         return self not in (Verdict.KEEP, Verdict.NOT_IN_NETWORK_STATUS)
 
 
+def disruption_targeted(conditions: object) -> bool:
+    """Whether a pod's ``status.conditions`` mark it for eviction (DisruptionTarget=True)."""
+    if not isinstance(conditions, list):
+        return False
+    return any(
+        isinstance(condition, Mapping)
+        and condition.get("type") == "DisruptionTarget"
+        and condition.get("status") == "True"
+        for condition in conditions
+    )
+
+
 def canonical_address(text: str) -> str | None:
     """``10.0.0.5``, ``10.0.0.5/24`` or any IPv6 spelling -> one canonical form."""
     try:

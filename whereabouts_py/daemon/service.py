@@ -41,8 +41,6 @@ from whereabouts_py.core.allocator import (
     assign,
     names_a_pod,
     release,
-    release_where,
-    same_attachment,
     same_claim,
     same_container_interface,
     same_pod_interface,
@@ -63,6 +61,7 @@ from whereabouts_py.core.config import (
     parse_ipam_config,
     requested_addresses,
 )
+from whereabouts_py.core.poolops import mirror_offset, on_shard, release_offset, sweep
 from whereabouts_py.core.shards import (
     Shard,
     is_sharded,
@@ -148,22 +147,6 @@ class _Held:
     @property
     def address(self) -> netaddr.IPAddress:
         return self.shard.whole.address_at(self.offset)
-
-
-def _local_op(
-    shard: Shard,
-    whole_op: Callable[[dict[int, Allocation]], tuple[dict[int, Allocation], Any]],
-) -> Callable[[dict[int, Allocation]], tuple[dict[int, Allocation], Any]]:
-    """Run an operation written for whole-range offsets on a shard keyed locally."""
-    if shard.base == 0:
-        return whole_op
-
-    def operation(local: dict[int, Allocation]) -> tuple[dict[int, Allocation], Any]:
-        whole = {shard.to_whole(key): holder for key, holder in local.items()}
-        updated, value = whole_op(whole)
-        return {shard.to_local(key): holder for key, holder in updated.items()}, value
-
-    return operation
 
 
 # An ADD this recent (or still running) is never GC's to undo: longer than any ADD may
@@ -295,6 +278,9 @@ class IPAMService:
                     # The whole-range object of a large range is the Go project's:
                     # we mirror into it while it exists, never create it.
                     create_missing=not is_sharded(shard.whole) or sharded,
+                    # Every node writes the one object of a small range: its
+                    # writers take turns named in the object (core.turns).
+                    turns=not sharded,
                 )
                 self._writers[name] = writer
             return writer
@@ -564,24 +550,24 @@ class IPAMService:
             offset, updated = assign(shard.window, allocations, owner, want, blocked.__contains__)
             return updated, offset
 
-        operation = _local_op(shard, take)
+        operation = on_shard(shard, take)
         for _ in range(MAX_OVERLAP_SKIPS):
             offset: int = writer.run(operation)
             if mirror is not None:
                 whole_name = mirror.name
                 try:
-                    mirrored = bool(mirror.run(_mirror_offset(offset, owner)))
+                    mirrored = bool(mirror.run(mirror_offset(offset, owner)))
                 except NotFoundError:
                     # Deleted since we looked: no Go plugin to hide our address from.
                     self._legacy_cache.pop(whole_name, None)
                     mirror, mirrored = None, True
                 except BaseException:
                     with contextlib.suppress(WhereaboutsError):
-                        writer.run(_local_op(shard, _release_offset(offset, owner)))
+                        writer.run(on_shard(shard, release_offset(offset, owner)))
                     raise
                 if not mirrored:
                     # The Go plugin holds it in its object: ours is not to take.
-                    writer.run(_local_op(shard, _release_offset(offset, owner)))
+                    writer.run(on_shard(shard, release_offset(offset, owner)))
                     blocked.add(offset)
                     if want is not None:
                         raise AddressTakenError(
@@ -599,14 +585,14 @@ class IPAMService:
                 # that "all or nothing" holds and no DEL has to find it.
                 with contextlib.suppress(WhereaboutsError):
                     self._unmirror(mirror, offset, owner)
-                    writer.run(_local_op(shard, _release_offset(offset, owner)))
+                    writer.run(on_shard(shard, release_offset(offset, owner)))
                 raise
             if claimed:
                 return _Held(writer, shard, offset, name, mirror)
             # Another pod holds this address through an overlapping range: give
             # back our pool entry and try the next address.
             self._unmirror(mirror, offset, owner)
-            writer.run(_local_op(shard, _release_offset(offset, owner)))
+            writer.run(on_shard(shard, release_offset(offset, owner)))
             blocked.add(offset)
             if want is not None:
                 raise AddressTakenError(
@@ -661,14 +647,14 @@ class IPAMService:
                 if item.reservation is not None:
                     self._drop_reservation(item.reservation, owner)
                 self._unmirror(item.mirror, item.offset, owner)
-                item.writer.run(_local_op(item.shard, _release_offset(item.offset, owner)))
+                item.writer.run(on_shard(item.shard, release_offset(item.offset, owner)))
             except WhereaboutsError as error:
                 log.error("rollback of %s failed: %s", item.address, error)
 
     @staticmethod
     def _unmirror(mirror: PoolWriter | None, offset: int, owner: Allocation) -> None:
         if mirror is not None:
-            mirror.run(_release_offset(offset, owner))
+            mirror.run(release_offset(offset, owner))
 
     def _drop_reservation(self, name: str, owner: Allocation) -> None:
         existing = self.store.get_reservation(name)
@@ -838,7 +824,7 @@ class IPAMService:
                         except WhereaboutsError as error:
                             failures.append(f"{name}: {error}")
                 try:
-                    released_total += int(writer.run(_sweep(set(doomed.values()))))
+                    released_total += int(writer.run(sweep(set(doomed.values()))))
                 except WhereaboutsError as error:
                     failures.append(f"{shard.cidr}: {error}")
         log.info("GC on %s released %d stale allocations", self.node, released_total)
@@ -906,52 +892,6 @@ def _cidr_of(item: _Held) -> str:
 def _result_of(error: BaseException) -> str:
     """A metric label for why an ADD or DEL failed: its CNI error's name, e.g. pool_exhausted."""
     return metrics.result_of(error)
-
-
-def _release_offset(
-    offset: int, owner: Allocation
-) -> Callable[[dict[int, Allocation]], tuple[dict[int, Allocation], None]]:
-    """An operation that frees ``offset`` if (and only if) ``owner`` still holds it."""
-
-    def operation(allocations: dict[int, Allocation]) -> tuple[dict[int, Allocation], None]:
-        holder = allocations.get(offset)
-        if holder is not None and same_container_interface(holder, owner):
-            remaining = dict(allocations)
-            del remaining[offset]
-            return remaining, None
-        return allocations, None
-
-    return operation
-
-
-def _mirror_offset(
-    offset: int, owner: Allocation
-) -> Callable[[dict[int, Allocation]], tuple[dict[int, Allocation], bool]]:
-    """An operation that records ``owner`` at ``offset`` unless someone else holds it."""
-
-    def operation(allocations: dict[int, Allocation]) -> tuple[dict[int, Allocation], bool]:
-        holder = allocations.get(offset)
-        if holder == owner:
-            return allocations, True
-        if holder is None or same_attachment(holder, owner):
-            updated = dict(allocations)
-            updated[offset] = owner
-            return updated, True
-        return allocations, False
-
-    return operation
-
-
-def _sweep(
-    doomed: set[Allocation],
-) -> Callable[[dict[int, Allocation]], tuple[dict[int, Allocation], int]]:
-    """An operation that frees the entries judged stale (if they are unchanged)."""
-
-    def operation(allocations: dict[int, Allocation]) -> tuple[dict[int, Allocation], int]:
-        remaining, released = release_where(allocations, doomed.__contains__)
-        return remaining, len(released)
-
-    return operation
 
 
 def _valid_attachments(config: Mapping[str, Any]) -> set[tuple[str, str]]:

@@ -31,6 +31,7 @@ from whereabouts_py.core.ownership import (
     same_attachment,
     unmirrored_entries,
 )
+from whereabouts_py.core.poolops import pool_size
 from whereabouts_py.errors import ConflictError, StoreError, WhereaboutsError, describe
 from whereabouts_py.store.kube import (
     DEFAULT_NAMESPACE,
@@ -73,11 +74,6 @@ class PoolView:
         return 100.0 * self.allocated / self.size if self.size else 100.0
 
 
-def _usable(cidr: str) -> int:
-    """Addresses of a range that can be handed out: all but network and last."""
-    return max(int(netaddr.IPNetwork(cidr).size) - 2, 0)
-
-
 def pool_views(snapshots: Iterable[PoolSnapshot]) -> list[PoolView]:
     """Group IPPool objects by range: a block belongs to the range in its annotation."""
     groups: dict[tuple[str, str], list[HeldEntry]] = {}
@@ -94,7 +90,7 @@ def pool_views(snapshots: Iterable[PoolSnapshot]) -> list[PoolView]:
         if not whole or key not in names:
             names[key] = _pool_name(network, cidr)
     return [
-        PoolView(names[key], key[0], key[1], _usable(key[1]), tuple(entries), objects[key])
+        PoolView(names[key], key[0], key[1], pool_size(key[1]), tuple(entries), objects[key])
         for key, entries in sorted(groups.items(), key=lambda item: (item[0][0], item[0][1]))
     ]
 

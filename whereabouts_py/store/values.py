@@ -14,8 +14,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import netaddr
-
 from whereabouts_py.cni.names import (
     LABEL_RULE,
     SUBDOMAIN_RULE,
@@ -23,6 +21,7 @@ from whereabouts_py.cni.names import (
     is_object_name,
 )
 from whereabouts_py.core.allocator import Allocation
+from whereabouts_py.core.poolops import pool_size
 from whereabouts_py.errors import InvalidNameError, shown
 
 # Metadata an update must carry over: a PUT replaces the whole object.
@@ -119,10 +118,7 @@ def pool_lease_name(pool: str) -> str:
 
 def usable_addresses(cidr: str) -> int:
     """Addresses of a range but its network and last address (0 if unreadable)."""
-    try:
-        return max(int(netaddr.IPNetwork(cidr).size) - 2, 0)
-    except (netaddr.AddrFormatError, ValueError, TypeError):
-        return 0
+    return pool_size(cidr)
 
 
 def pool_status(
