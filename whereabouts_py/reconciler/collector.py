@@ -84,11 +84,12 @@ from whereabouts_py.errors import (
     WhereaboutsError,
 )
 from whereabouts_py.metrics import reconciler as metrics
+from whereabouts_py.reconciler.cache import PoolCache
+from whereabouts_py.store.base import Store
 from whereabouts_py.store.kube import (
     GROUP,
     VERSION,
     WHOLE_RANGE_ANNOTATION,
-    KubeStore,
     ObjectRef,
     PoolSnapshot,
     Reservation,
@@ -166,14 +167,19 @@ class GarbageCollector:
 
     def __init__(
         self,
-        store: KubeStore,
+        store: Store,
         *,
         grace_period_s: float,
         leading: Callable[[], bool] = lambda: True,
         instance: str = "",
         clock: Callable[[], float] = time.monotonic,
+        cache: PoolCache | None = None,
+        sync_timeout_s: float = 30.0,
     ) -> None:
         self.store = store
+        # Watched IPPools and reservations; without it, every pass lists them afresh.
+        self.cache = cache
+        self._sync_timeout_s = sync_timeout_s
         self._leading = leading
         self._instance = instance
         self._clock = clock
@@ -207,21 +213,62 @@ class GarbageCollector:
                 log.warning("skipping IPPool %s: %s", pool.name, error)
         return entries, all_readable
 
+    def _view(self) -> PoolCache:
+        """The watched cache once it has listed everything, else a one-off listing of pools."""
+        if self.cache is None:
+            return PoolCache.listed(self.store)
+        for synced in (self.cache.pools_synced, self.cache.reservations_synced):
+            if not synced.wait(self._sync_timeout_s):
+                raise TryAgainError(
+                    "the IPPool and reservation caches are not filled yet",
+                    "their first listing has not finished; tried again soon",
+                )
+        return self.cache
+
+    def _reread(self, pools: Sequence[PoolSnapshot], view: PoolCache) -> list[PoolSnapshot]:
+        """The pools as they are now (gone ones left out), put in the cache too."""
+        current: list[PoolSnapshot] = []
+        for cached in pools:
+            pool = self.store.get_pool(cached.name, cached.cidr)
+            if pool.resource_version is None:
+                continue
+            view.put_pool(pool)
+            current.append(pool)
+        return current
+
     def _pod(self, podref: str) -> PodState | None:
         namespace, _, name = podref.partition("/")
         return self.store.get_pod(namespace, name)
 
     # --- the event path ------------------------------------------------------------------
-    def release_for_pods(self, podrefs: Collection[str]) -> list[Released]:
-        """Release what the named pods held, where the pods are gone now."""
+    def release_for_pods(
+        self, podrefs: Collection[str], deleted: Mapping[str, Collection[str]] | None = None
+    ) -> list[Released]:
+        """Release what the named pods held, where the pods are gone now.
+
+        ``deleted`` names, per pod reference, UIDs the apiserver reported
+        deleted (a watch's DELETED event). A pod whose entries all carry
+        such a UID is not read again: a UID is never reused, so that pod is
+        gone for good. Any other pod is read, after the pools were seen.
+        """
         wanted = set(podrefs)
-        pools = self.store.list_pools()  # before the pods: see the module docstring
+        view = self._view()
+        # Only the pools the index names, each read afresh (one GET) before the pods
+        # are: the decision is made on the pool as it is, the cache only says where.
+        pools = view.pools_holding(wanted)
+        if not view.fresh:
+            pools = self._reread(pools, view)
         entries, _ = self._entries(pools)
         mine = [entry for entry in entries if entry.allocation.podref in wanted]
         if not mine:
             log.debug("pods %s hold no address here", sorted(wanted))
             return []
-        pods = {podref: self._pod(podref) for podref in podrefs_of(mine)}
+        deleted = deleted or {}
+        pods: dict[str, PodState | None] = {}
+        for podref in podrefs_of(mine):
+            uids = {entry.allocation.pod_uid for entry in mine if entry.allocation.podref == podref}
+            known_gone = deleted.get(podref) or ()
+            pods[podref] = None if all(uid in known_gone for uid in uids) else self._pod(podref)
         doomed: list[tuple[HeldEntry, Verdict]] = []
         for entry in mine:
             pod = pods.get(entry.allocation.podref)
@@ -238,7 +285,7 @@ class GarbageCollector:
                     verdict.value,
                 )
         snapshots = {pool.name: pool for pool in pools}
-        released, failures = self._release(doomed, snapshots, pods)
+        released, failures = self._release(doomed, snapshots, pods, view)
         if failures:
             raise TryAgainError(
                 f"{failures} of {len(doomed)} releases for pods {sorted(wanted)} failed",
@@ -257,7 +304,8 @@ class GarbageCollector:
     def release_for_claims(self, refs: Collection[str]) -> list[Released]:
         """Release what the named IPAMClaims (``namespace/name``) owned, where they are gone."""
         wanted = {ref for ref in refs if is_claimed(ref)}
-        pools = self.store.list_pools()  # before the claims: see the module docstring
+        view = self._view()
+        pools = view.pools()  # before the claims: see the module docstring
         entries, _ = self._entries(pools)
         mine = [entry for entry in entries if entry.allocation.ipam_claim in wanted]
         if not mine:
@@ -274,7 +322,7 @@ class GarbageCollector:
             if verdict.releases_now:
                 doomed.append((entry, verdict))
         snapshots = {pool.name: pool for pool in pools}
-        released, failures = self._release(doomed, snapshots, {})
+        released, failures = self._release(doomed, snapshots, {}, view)
         if failures:
             raise TryAgainError(
                 f"{failures} of {len(doomed)} releases for IPAMClaims {sorted(wanted)} failed",
@@ -287,8 +335,14 @@ class GarbageCollector:
         """One full pass; see the module docstring for what it releases and repairs."""
         started = self._clock()
         report = SweepReport()
-        reservations = self.store.list_reservations()
-        pools = self.store.list_pools()
+        if self.cache is None:
+            reservations = self.store.list_reservations()
+            pools = self.store.list_pools()
+            view: PoolCache | None = None
+        else:  # the same order, from the watched cache
+            view = self._view()
+            reservations = view.reservations()
+            pools = view.pools()
         pods = {pod.podref: pod for pod in self.store.list_pods()}
         claims = self.claim_refs()
         entries, all_readable = self._entries(pools)
@@ -310,7 +364,7 @@ class GarbageCollector:
         states: dict[str, PodState | None] = {
             podref: pods.get(podref) for podref in podrefs_of(e for e, _ in doomed)
         }
-        report.released, report.failures = self._release(doomed, snapshots, states)
+        report.released, report.failures = self._release(doomed, snapshots, states, view)
         if self._leading():
             settled = {entry.key for entry, _ in doomed} | set(contradicted)
             report.mirrored = self._mirror_blocks(pools, settled)
@@ -434,8 +488,14 @@ class GarbageCollector:
         doomed: Sequence[tuple[HeldEntry, Verdict]],
         snapshots: Mapping[str, PoolSnapshot],
         pods: Mapping[str, PodState | None],
+        view: PoolCache | None = None,
     ) -> tuple[list[Released], int]:
-        """Release entries pool by pool, reservation first; return what went and failures."""
+        """Release entries pool by pool, reservation first; return what went and failures.
+
+        ``snapshots`` (and ``view``'s reservations) may be stale: they serve
+        only as the preconditions of the writes, and a write that finds the
+        object changed reads it again before deciding anything.
+        """
         by_pool: dict[str, list[tuple[HeldEntry, Verdict]]] = {}
         for entry, verdict in doomed:
             by_pool.setdefault(entry.pool, []).append((entry, verdict))
@@ -448,7 +508,7 @@ class GarbageCollector:
             ready: list[tuple[HeldEntry, Verdict]] = []
             for entry, verdict in items:
                 try:
-                    self._drop_reservation(entry)
+                    self._drop_reservation(entry, view)
                 except StoreError as error:
                     failures += 1
                     self._failed(entry, pods, f"deleting its reservation: {error}")
@@ -457,7 +517,7 @@ class GarbageCollector:
             if not ready:
                 continue
             try:
-                gone = self._remove_from_pool(snapshots.get(pool), ready)
+                gone = self._remove_from_pool(snapshots.get(pool), ready, view)
             except StoreError as error:
                 failures += len(ready)
                 for entry, _ in ready:
@@ -476,14 +536,29 @@ class GarbageCollector:
         self._announce(released, pods)
         return released, failures
 
-    def _drop_reservation(self, entry: HeldEntry) -> None:
-        """Delete the entry's reservation if (and only if) it names exactly this attachment."""
+    def _drop_reservation(self, entry: HeldEntry, view: PoolCache | None = None) -> None:
+        """Delete the entry's reservation if (and only if) it names exactly this attachment.
+
+        A cached reservation naming this attachment is deleted with its cached
+        resourceVersion as precondition (one request); anything else (absent
+        from the cache, another holder, a conflict) is read afresh first.
+        """
+        cached = view.reservation(entry.reservation) if view is not None else None
+        if cached is not None and reservation_held_by(cached.holder, entry.allocation):
+            try:
+                self.store.delete_reservation(cached)
+                view.drop_reservation(cached.name)  # type: ignore[union-attr]
+                return
+            except ConflictError:
+                pass  # the cache was behind: read it
         for _ in range(MAX_CAS_ATTEMPTS):
             reservation = self.store.get_reservation(entry.reservation)
             if reservation is None or not reservation_held_by(reservation.holder, entry.allocation):
                 return  # none, or another attachment's claim (an overlapping range): keep it
             try:
                 self.store.delete_reservation(reservation)
+                if view is not None:
+                    view.drop_reservation(reservation.name)
                 return
             except ConflictError:
                 continue  # changed since read: look again
@@ -493,9 +568,17 @@ class GarbageCollector:
         )
 
     def _remove_from_pool(
-        self, snapshot: PoolSnapshot | None, items: Sequence[tuple[HeldEntry, Verdict]]
+        self,
+        snapshot: PoolSnapshot | None,
+        items: Sequence[tuple[HeldEntry, Verdict]],
+        view: PoolCache | None = None,
     ) -> set[int]:
-        """Remove the entries still held by the same holder; return the freed offsets."""
+        """Remove the entries still held by the same holder; return the freed offsets.
+
+        The first attempt writes against ``snapshot`` as given (perhaps from
+        the cache): its resourceVersion is the precondition, so a stale one
+        only costs a 409 and a fresh read.
+        """
         first = items[0][0]
         wanted = {entry.offset: entry.allocation for entry, _ in items}
         for attempt in range(MAX_CAS_ATTEMPTS):
@@ -512,7 +595,9 @@ class GarbageCollector:
                 return set()
             remaining = {k: v for k, v in snapshot.allocations.items() if k not in gone}
             try:
-                self.store.write_pool(snapshot, remaining)
+                written = self.store.write_pool(snapshot, remaining)
+                if view is not None:
+                    view.put_pool(written)  # ahead of its watch event
                 return gone
             except ConflictError:
                 snapshot = None

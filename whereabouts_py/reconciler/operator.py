@@ -14,11 +14,15 @@ lead catches (pods gone, finished or evicted meanwhile).
 Event path. The kopf handler only filters and queues: a pod that was
 deleted, has phase Succeeded or Failed, or has the condition DisruptionTarget
 puts its ``namespace/name`` in a set. The event worker takes the whole set
-at once, so a burst of deletions costs one IPPool listing, and hands it to
-``GarbageCollector.release_for_pods``, which judges every entry of those pods
-against the pod as it is now (so the UID tells an old pod from its
-same-name successor). Failed attempts are retried a few times, then left to
-the next sweep.
+at once and hands it to ``GarbageCollector.release_for_pods``, which finds
+those pods' entries through the pod index of the watched IPPool cache
+(``cache.py``; two more threads keep it and the reservation cache current)
+and judges each against the pod as it is now (so the UID tells an old pod
+from its same-name successor). A pod deletion costs a GET of the pod and a
+conditional write per address, whatever the number of pools. A pod the
+cache shows no entry of is looked at once more after ``CACHE_LAG_S`` (its
+ADD's pool write may not have reached the watch yet). Failed attempts are
+retried a few times, then left to the next sweep.
 
 kopf's own state. Only ``on.event`` handlers are registered (and start-up and
 clean-up ones for the heartbeat that /healthz reads), and those keep no
@@ -41,7 +45,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -50,6 +54,7 @@ import kopf
 from whereabouts_py.errors import ConfigError, WhereaboutsError
 from whereabouts_py.metrics import reconciler as metrics
 from whereabouts_py.metrics.health import Check, Heartbeat, succeeds
+from whereabouts_py.reconciler.cache import PoolCache, watch_threads
 from whereabouts_py.reconciler.collector import GarbageCollector
 from whereabouts_py.reconciler.leader import LeaderElection
 from whereabouts_py.reconciler.schedule import CronSchedule, parse_cron
@@ -68,8 +73,11 @@ LOOP_BEAT_S = 1.0
 LOOP_STALL_S = 30.0
 # The longest wait before a failed sweep is tried again (never longer than the interval).
 SWEEP_RETRY_MAX_S = 30.0
-# How often the leader checks that every pool's status counts are current.
+# How often the leader checks (in the cache) that every pool's status counts are current.
 STATUS_REFRESH_S = 5.0
+# A pod with no entry in the cache is looked at again this much later, once: the
+# watch of IPPools may deliver its ADD's write after the pod watch delivered its deletion.
+CACHE_LAG_S = 2.0
 # Queued IPAMClaims (namespace/name) carry this prefix, next to queued pods.
 CLAIM_KEY_PREFIX = "ipamclaim:"
 # How long kopf may hold a watch request open before it reconnects.
@@ -101,11 +109,15 @@ class PendingPods:
 
     def __init__(self) -> None:
         self._pending: dict[str, int] = {}  # podref -> attempts made
+        # podref -> UIDs the apiserver reported deleted (DELETED events): gone for good.
+        self.deleted: dict[str, set[str]] = {}
         self._ready = threading.Condition()
 
-    def put(self, podref: str, attempts: int = 0) -> None:
+    def put(self, podref: str, attempts: int = 0, deleted_uid: str = "") -> None:
         with self._ready:
             self._pending[podref] = max(attempts, self._pending.get(podref, 0))
+            if deleted_uid:
+                self.deleted.setdefault(podref, set()).add(deleted_uid)
             self._ready.notify()
 
     def take_all(self, timeout_s: float) -> dict[str, int]:
@@ -115,24 +127,41 @@ class PendingPods:
             taken, self._pending = self._pending, {}
             return taken
 
+    def take_deleted(self, podrefs: Iterable[str]) -> dict[str, set[str]]:
+        """The deleted UIDs known for ``podrefs``, forgotten here once taken."""
+        with self._ready:
+            return {p: self.deleted.pop(p) for p in podrefs if p in self.deleted}
+
 
 def run_event_worker(
     pending: PendingPods,
     collector: GarbageCollector,
     election: LeaderElection,
     stop: threading.Event,
+    lag_s: float = CACHE_LAG_S,
 ) -> None:
+    later: dict[str, float] = {}  # podref -> when to look again (not held in the cache)
     while not stop.is_set():
-        batch = pending.take_all(timeout_s=0.5)
+        batch = pending.take_all(timeout_s=0.5 if not later else min(0.5, lag_s))
+        now = time.monotonic()
+        for podref in [podref for podref, due in later.items() if due <= now]:
+            del later[podref]
+            batch.setdefault(podref, EVENT_ATTEMPTS - 1)
         if not batch:
             continue
         if not election.leading:
             continue  # the next leader's first sweep covers these
         claims = [key.removeprefix(CLAIM_KEY_PREFIX) for key in batch if _is_claim_key(key)]
         pods = [key for key in batch if not _is_claim_key(key)]
+        cache = collector.cache
+        if cache is not None:
+            for podref in pods:
+                if batch[podref] == 0 and not cache.holds(podref):
+                    later.setdefault(podref, now + lag_s)
+        deleted = pending.take_deleted(pods)
         try:
             if pods:
-                collector.release_for_pods(pods)
+                collector.release_for_pods(pods, deleted)
             if claims:
                 collector.release_for_claims(claims)
             continue
@@ -145,7 +174,8 @@ def run_event_worker(
         if retry:
             stop.wait(EVENT_RETRY_DELAY_S)
             for podref, attempts in retry.items():
-                pending.put(podref, attempts)
+                for uid in deleted.get(podref, {""}):
+                    pending.put(podref, attempts, uid)
 
 
 def _is_claim_key(key: str) -> bool:
@@ -210,24 +240,26 @@ def run_sweeper(
 
 
 def run_status_refresher(
-    store: KubeStore, election: LeaderElection, stop: threading.Event, period_s: float
+    store: KubeStore,
+    election: LeaderElection,
+    stop: threading.Event,
+    period_s: float,
+    cache: PoolCache,
 ) -> None:
     """Keep the counts ``kubectl get ippools`` shows current, within ``period_s``.
 
     The daemon writes them with every change; this catches pools written by
     anyone else (the Go project rewrites pools without our status fields).
+    It looks in the watched cache, so a quiet cluster costs no request; a
+    stale cached pool only costs a failed conditional write.
     """
     while not stop.wait(period_s):
-        if not election.leading:
+        if not election.leading or not cache.pools_synced.is_set():
             continue
-        try:
-            stale = [pool for pool in store.list_pools() if not pool.status_current]
-        except WhereaboutsError as error:
-            log.info("pool status refresh skipped: %s", error)
-            continue
+        stale = [pool for pool in cache.pools() if not pool.status_current]
         for pool in stale:
             try:
-                store.write_pool(pool, pool.allocations)
+                cache.put_pool(store.write_pool(pool, pool.allocations))
             except WhereaboutsError as error:  # changed meanwhile: its writer set the status
                 log.debug("status of IPPool %s not refreshed: %s", pool.name, error)
 
@@ -332,7 +364,8 @@ def build_registry(
             log.debug("follower: not acting on pod %s", podref)
             return
         log.debug("pod %s: %s", podref, event.get("type") or "listed")
-        pending.put(podref)
+        gone = str(metadata.get("uid") or "") if event.get("type") == "DELETED" else ""
+        pending.put(podref, deleted_uid=gone)
 
     @kopf.on.event(
         "k8s.cni.cncf.io",
@@ -387,11 +420,13 @@ class ReconcilerProcess:
         # Beaten from kopf's event loop; the threads next to it are checked alive.
         self.loop_heartbeat = Heartbeat(LOOP_STALL_S)
         self.threads: list[threading.Thread] = []
+        self.cache = PoolCache()
         self.collector = GarbageCollector(
             store,
             grace_period_s=grace_period_s,
             leading=lambda: self.election.leading,
             instance=identity,
+            cache=self.cache,
         )
 
     def _started_leading(self) -> None:
@@ -418,6 +453,7 @@ class ReconcilerProcess:
         """Until SIGTERM/SIGINT, which kopf handles (so it runs in the main thread)."""
         metrics.set_leader(False)
         threads = [
+            *watch_threads(self.store, self.cache, self.stop),
             threading.Thread(
                 target=self.election.run, args=(self.stop,), name="leader-election", daemon=True
             ),
@@ -429,7 +465,7 @@ class ReconcilerProcess:
             ),
             threading.Thread(
                 target=run_status_refresher,
-                args=(self.store, self.election, self.stop, STATUS_REFRESH_S),
+                args=(self.store, self.election, self.stop, STATUS_REFRESH_S, self.cache),
                 name="status-refresher",
                 daemon=True,
             ),

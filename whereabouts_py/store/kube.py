@@ -15,9 +15,10 @@ import json
 import threading
 import time
 import urllib.parse
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
 
 import urllib3
 from kubernetes import client, config
@@ -63,6 +64,7 @@ __all__ = [
     "ObjectRef",
     "PoolSnapshot",
     "Reservation",
+    "WatchEvent",
     "connect",
     "pool_status",
     "usable_addresses",
@@ -77,6 +79,8 @@ LEASE_GROUP, LEASE_VERSION, LEASES = "coordination.k8s.io", "v1", "leases"
 CLAIM_GROUP, CLAIM_VERSION, CLAIMS = "k8s.cni.cncf.io", "v1alpha1", "ipamclaims"
 # Pods are listed in pages of this many, so that a large cluster never arrives in one piece.
 POD_PAGE_SIZE = 500
+# IPPools and reservations listed for a watch come in pages of this many.
+LIST_PAGE_SIZE = 500
 DEFAULT_NAMESPACE = "kube-system"
 # (connect, read) seconds for one API request.
 REQUEST_TIMEOUT = (3.0, 15.0)
@@ -190,6 +194,24 @@ def _parse_time(value: object) -> dt.datetime | None:
 
 def _micro_time(moment: dt.datetime) -> str:
     return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class WatchEvent(Generic[T]):
+    """One event of a watched collection.
+
+    ``kind`` is ADDED, MODIFIED or DELETED (``value`` the object as it was
+    then), BOOKMARK (no value: the collection is current up to
+    ``resource_version``) or EXPIRED (the server no longer has the history
+    since the version asked for, a 410 Gone: list again).
+    """
+
+    kind: str
+    value: T | None
+    resource_version: str
 
 
 class _Transport:
@@ -519,6 +541,96 @@ class KubeStore:
         except NotFoundError:
             return False
         return True
+
+    # --- watched collections (the reconciler's caches) -------------------------------
+    def list_pools_at(self) -> tuple[list[PoolSnapshot], str]:
+        """Every IPPool, and the collection's resourceVersion to watch from."""
+        items, version = self._list_at(POOLS, f"listing IPPools in {self.namespace}")
+        return [self._pool_from(item) for item in items], version
+
+    def watch_pools(
+        self, resource_version: str, timeout_s: float = 240.0
+    ) -> Iterator[WatchEvent[PoolSnapshot]]:
+        """IPPool changes after ``resource_version``, until about ``timeout_s`` have passed."""
+        return self._watch(POOLS, "IPPools", resource_version, timeout_s, self._pool_from)
+
+    def list_reservations_at(self) -> tuple[list[Reservation], str]:
+        """Every reservation, and the collection's resourceVersion to watch from."""
+        what = f"listing OverlappingRangeIPReservations in {self.namespace}"
+        items, version = self._list_at(RESERVATIONS, what)
+        return [self._reservation_from(item) for item in items], version
+
+    def watch_reservations(
+        self, resource_version: str, timeout_s: float = 240.0
+    ) -> Iterator[WatchEvent[Reservation]]:
+        """Reservation changes after ``resource_version``, until about ``timeout_s``."""
+        return self._watch(
+            RESERVATIONS,
+            "OverlappingRangeIPReservations",
+            resource_version,
+            timeout_s,
+            self._reservation_from,
+        )
+
+    def _list_at(self, plural: str, action: str) -> tuple[list[dict[str, Any]], str]:
+        """One consistent listing of a collection of ours, in pages, and its resourceVersion."""
+        items: list[dict[str, Any]] = []
+        token, version = "", ""
+        while True:
+            query = f"?limit={LIST_PAGE_SIZE}"
+            if token:
+                query += f"&continue={urllib.parse.quote(token, safe='')}"
+            path = _objects(GROUP, VERSION, self.namespace, plural) + query
+            with _translated(action):
+                body = self._call("GET", path, timeout=(3.0, 60.0))
+            items.extend(item for item in body.get("items", []) if isinstance(item, dict))
+            metadata = body.get("metadata") or {}
+            version = version or str(metadata.get("resourceVersion") or "")
+            token = str(metadata.get("continue") or "")
+            if not token:
+                return items, version
+
+    def _watch(
+        self,
+        plural: str,
+        what: str,
+        resource_version: str,
+        timeout_s: float,
+        decode: Callable[[Mapping[str, Any]], T],
+    ) -> Iterator[WatchEvent[T]]:
+        """The events of a watch of a collection of ours, decoded.
+
+        A 410 Gone (asked for history the server no longer keeps) ends it
+        with an EXPIRED event; any other error raises StoreError. Bookmarks
+        are asked for, so that a quiet collection's version stays recent.
+        """
+        query = urllib.parse.urlencode(
+            {
+                "watch": "1",
+                "resourceVersion": resource_version,
+                "allowWatchBookmarks": "true",
+                "timeoutSeconds": str(max(1, round(timeout_s))),
+            }
+        )
+        path = f"{_objects(GROUP, VERSION, self.namespace, plural)}?{query}"
+        with _translated(f"watching {what} in {self.namespace}"):
+            for event in self._call.stream(path, timeout_s + 10.0):
+                kind, body = str(event.get("type") or ""), event.get("object")
+                if not isinstance(body, dict):
+                    continue
+                version = str((body.get("metadata") or {}).get("resourceVersion") or "")
+                if kind == "ERROR":
+                    if body.get("code") == 410:
+                        yield WatchEvent("EXPIRED", None, resource_version)
+                        return
+                    raise StoreError(
+                        f"watching {what} in {self.namespace}: the watch failed",
+                        str(body.get("message") or body),
+                    )
+                if kind == "BOOKMARK":
+                    yield WatchEvent(kind, None, version)
+                elif kind in {"ADDED", "MODIFIED", "DELETED"}:
+                    yield WatchEvent(kind, decode(body), version)
 
     def _reservation_from(self, body: Mapping[str, Any]) -> Reservation:
         metadata = body.get("metadata", {})
