@@ -16,8 +16,26 @@ Two entry points, both called only while this replica leads:
   reservations that no pool entry backs, recreates missing reservations of
   live entries, and reports conflicts.
 
+Where the pools and reservations come from: the watched caches of
+``cache.py`` when the process runs (``GarbageCollector(cache=...)``), else a
+listing made for the call. In resourceVersion terms, the cache never decides
+on its own:
+
+* The event path reads every pool the pod index names afresh (GET: the
+  pool at its current resourceVersion R) and judges the entries found
+  there, against the pod read after that GET, or against the apiserver's
+  own report (a DELETED event) that the entry's pod UID is gone.
+* Every write carries a resourceVersion precondition: the pool's PUT the R
+  just read (a 409 means someone wrote since: read again, judge again), a
+  reservation's DELETE the version it was cached at, and only when that
+  version names exactly this attachment (a 409 means it changed: GET it).
+* A pod the index does not know (its ADD not yet seen by the watch) frees
+  nothing; the operator looks at it again a little later, and the sweep
+  catches the rest.
+
 Why the read order makes the decisions safe (reservations, then pools, then
-pods):
+pods; with caches, "read" means "observed by the watch", which happened
+before the pods are read):
 
 * Pools before pods: an entry seen in a pool was written by an ADD for a pod
   that existed before the pool was read. If the pods read afterwards lack it
