@@ -7,6 +7,8 @@ would fill it, then the store is changed behind its back to make it stale.
 
 from __future__ import annotations
 
+import threading
+import time
 from collections import Counter
 
 import netaddr
@@ -16,6 +18,7 @@ from whereabouts_py.core.codec import pool_name, reservation_name
 from whereabouts_py.core.ownership import PodState
 from whereabouts_py.reconciler.cache import PoolCache
 from whereabouts_py.reconciler.collector import GarbageCollector
+from whereabouts_py.reconciler.operator import PendingPods, run_event_worker
 from whereabouts_py.store.memory import MemoryStore
 
 NS = "shop"
@@ -235,3 +238,43 @@ def test_the_index_follows_pool_changes_and_deletions() -> None:
     cache.drop_pool(name)
     assert not cache.holds(f"{NS}/p1-1")
     assert cache.counts() == (1, 2, 4)
+
+
+class Leading:
+    leading = True
+
+
+def test_the_event_worker_looks_again_when_the_watch_was_behind_the_deletion() -> None:
+    store = MemoryStore("pools")
+    cache = watched(store)  # the pool watch has not delivered the ADD yet
+    collector = GarbageCollector(store, grace_period_s=60, cache=cache)
+    store.put_pod(PodState(NS, "quick", "uid-q", phase="Running"))
+    add(store, cidr_of(0), 1, holder("quick", "uid-q"))
+    store.delete_pod(NS, "quick")
+    pending = PendingPods()
+    stop = threading.Event()
+    worker = threading.Thread(
+        target=run_event_worker,
+        args=(pending, collector, Leading(), stop),  # type: ignore[arg-type]
+        kwargs={"lag_s": 0.3},
+        daemon=True,
+    )
+    worker.start()
+    try:
+        pending.put(f"{NS}/quick", deleted_uid="uid-q")
+        time.sleep(0.15)
+        assert 1 in store.get_pool(pool_name(cidr_of(0)), cidr_of(0)).allocations
+        before = Counter(store.calls)
+        cache.replace_pools(store.list_pools())  # the watch catches up
+        cache.replace_reservations(store.list_reservations())
+        deadline = time.monotonic() + 5
+        while 1 in store.get_pool(pool_name(cidr_of(0)), cidr_of(0)).allocations:
+            assert time.monotonic() < deadline, "not released on the second look"
+            time.sleep(0.02)
+    finally:
+        stop.set()
+        worker.join(5)
+    calls = Counter(store.calls) - before
+    # The second look still knew the deleted UID: no pod read.
+    assert calls["get_pod"] == 0
+    assert store.get_reservation("10.0.0.1") is None

@@ -140,25 +140,29 @@ def run_event_worker(
     stop: threading.Event,
     lag_s: float = CACHE_LAG_S,
 ) -> None:
-    later: dict[str, float] = {}  # podref -> when to look again (not held in the cache)
+    # podref -> (when to look again, deleted UIDs): pods the cache showed no entry of.
+    later: dict[str, tuple[float, set[str]]] = {}
     while not stop.is_set():
-        batch = pending.take_all(timeout_s=0.5 if not later else min(0.5, lag_s))
+        batch = pending.take_all(timeout_s=min(0.5, lag_s) if later else 0.5)
         now = time.monotonic()
-        for podref in [podref for podref, due in later.items() if due <= now]:
+        again = {podref: uids for podref, (due, uids) in later.items() if due <= now}
+        for podref in again:
             del later[podref]
-            batch.setdefault(podref, EVENT_ATTEMPTS - 1)
+            batch.setdefault(podref, EVENT_ATTEMPTS - 1)  # looked at once more, no retries
         if not batch:
             continue
         if not election.leading:
             continue  # the next leader's first sweep covers these
         claims = [key.removeprefix(CLAIM_KEY_PREFIX) for key in batch if _is_claim_key(key)]
         pods = [key for key in batch if not _is_claim_key(key)]
+        deleted = pending.take_deleted(pods)
+        for podref, uids in again.items():
+            deleted.setdefault(podref, set()).update(uids)
         cache = collector.cache
         if cache is not None:
             for podref in pods:
                 if batch[podref] == 0 and not cache.holds(podref):
-                    later.setdefault(podref, now + lag_s)
-        deleted = pending.take_deleted(pods)
+                    later.setdefault(podref, (now + lag_s, set(deleted.get(podref, ()))))
         try:
             if pods:
                 collector.release_for_pods(pods, deleted)
