@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -219,6 +221,49 @@ def test_leases_are_taken_renewed_and_given_up_by_compare_and_swap(backend: Back
     released = store.write_lease(renewed, "pool-x", "", 2.0)
     assert released.holder == ""
     assert not released.held_by_other("node-b", dt.datetime.now(dt.UTC))
+
+
+def test_a_lease_watch_reports_the_lease_then_each_change_until_it_times_out(
+    backend: Backend,
+) -> None:
+    store = backend.store
+    # The API ends a watch on whole seconds; the twin needs no time to deliver.
+    timeout_s = 0.5 if isinstance(store, MemoryStore) else 5.0
+    taken = store.write_lease(None, "pool-w", "node-a", 5.0)
+    seen: list[tuple[str, str | None] | None] = []
+    first = threading.Event()
+
+    def watch() -> None:
+        for record in store.watch_lease("pool-w", timeout_s):
+            seen.append(None if record is None else (record.holder, record.resource_version))
+            first.set()
+
+    began = time.monotonic()
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    assert first.wait(10), "the watch did not report the existing Lease"
+    given_back = store.write_lease(taken, "pool-w", "", 5.0)
+    retaken = store.write_lease(given_back, "pool-w", "node-b", 5.0)
+    assert store.delete_lease(retaken)
+    watcher.join(timeout_s + 20)
+    assert not watcher.is_alive(), "the watch outlived its timeout"
+    assert time.monotonic() - began >= timeout_s * 0.9
+    assert seen == [
+        ("node-a", taken.resource_version),
+        ("", given_back.resource_version),
+        ("node-b", retaken.resource_version),
+        None,
+    ]
+    # A Lease that does not exist yet: nothing until it is made.
+    assert list(store.watch_lease("pool-none", min(timeout_s, 1.0))) == []
+
+
+def test_memory_store_lease_watch_fails_as_injected() -> None:
+    store = MemoryStore("pools")
+    store.fail("watch_lease", StoreError("watch refused"))
+    with pytest.raises(StoreError, match="watch refused"):
+        next(iter(store.watch_lease("pool-x", 0.1)))
+    assert list(store.watch_lease("pool-x", 0.05)) == []
 
 
 @pytest.mark.parametrize(

@@ -90,8 +90,9 @@ from whereabouts_py.errors import (
     WhereaboutsError,
 )
 from whereabouts_py.metrics import daemon as metrics
+from whereabouts_py.store.base import Store
 from whereabouts_py.store.flatfile import read_flat_file
-from whereabouts_py.store.kube import WHOLE_RANGE_ANNOTATION, KubeStore
+from whereabouts_py.store.values import WHOLE_RANGE_ANNOTATION
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +107,8 @@ LEGACY_CACHE_S = 1.0
 MAX_REMEMBERED_WARNINGS = 1024
 # Attempts to write an IPAMClaim's status when it changes under us.
 CLAIM_STATUS_ATTEMPTS = 5
+# Attempts to delete a reservation that changes under us.
+RESERVATION_DROP_ATTEMPTS = 5
 
 NetnsChecker = Callable[[str, str, str], bool]
 
@@ -180,7 +183,7 @@ class IPAMService:
 
     def __init__(
         self,
-        store: KubeStore,
+        store: Store,
         node: str,
         *,
         coordination: Coordination = "auto",
@@ -255,7 +258,8 @@ class IPAMService:
             if writer is None:
                 sharded = shard.network != shard.whole.network  # a block of a large range
                 writer = PoolWriter(
-                    self.store,
+                    # PoolWriter still names KubeStore but uses only Store methods.
+                    self.store,  # type: ignore[arg-type]
                     name,
                     shard.cidr,
                     identity=self.node,
@@ -657,9 +661,24 @@ class IPAMService:
             mirror.run(release_offset(offset, owner))
 
     def _drop_reservation(self, name: str, owner: Allocation) -> None:
-        existing = self.store.get_reservation(name)
-        if existing is not None and same_sandbox_attachment(existing.holder, owner):
-            self.store.delete_reservation(existing)
+        """Delete the reservation if (and only if) it is ``owner``'s, as read just before.
+
+        A conflict means it changed since read (e.g. a newer sandbox of the pod
+        took it over): read it again and judge anew.
+        """
+        for _ in range(RESERVATION_DROP_ATTEMPTS):
+            existing = self.store.get_reservation(name)
+            if existing is None or not same_sandbox_attachment(existing.holder, owner):
+                return
+            try:
+                self.store.delete_reservation(existing)
+                return
+            except ConflictError:
+                continue
+        raise TryAgainError(
+            f"OverlappingRangeIPReservation {name} kept changing",
+            f"{RESERVATION_DROP_ATTEMPTS} deletes conflicted; retry",
+        )
 
     # --- where an attachment's entries are ---------------------------------------------------
     def _pools_of(self, ipam: IPAMConfig, rng: AddressRange, owner: Allocation) -> list[Shard]:
@@ -814,7 +833,7 @@ class IPAMService:
                     continue
                 doomed = {k: h for k, h in snapshot.allocations.items() if stale(h)}
                 if ipam.enable_overlapping_ranges:
-                    for local, holder in doomed.items():
+                    for local, holder in list(doomed.items()):
                         ip = netaddr.IPAddress(
                             shard.whole.network.first + shard.to_whole(local), rng.version
                         )
@@ -822,7 +841,10 @@ class IPAMService:
                         try:
                             self._drop_reservation(name, holder)
                         except WhereaboutsError as error:
+                            # Reservation first, then the entry: the entry stays for
+                            # the next GC rather than leave its reservation behind.
                             failures.append(f"{name}: {error}")
+                            del doomed[local]
                 try:
                     released_total += int(writer.run(sweep(set(doomed.values()))))
                 except WhereaboutsError as error:

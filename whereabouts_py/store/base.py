@@ -20,7 +20,7 @@ The semantics every store keeps:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Protocol
 
 from whereabouts_py.core.allocator import Allocation
@@ -75,6 +75,11 @@ class Store(Protocol):
 
     def delete_lease(self, record: LeaseRecord) -> bool:
         """Delete the Lease if unchanged since read (ConflictError if it changed); False if gone."""
+        ...
+
+    def watch_lease(self, name: str, timeout_s: float = 60.0) -> Iterator[LeaseRecord | None]:
+        """The Lease first (if it exists), then every change (None: deleted), until about
+        ``timeout_s`` have passed; StoreError if the watch cannot be opened or breaks."""
         ...
 
     def get_pod(self, namespace: str, name: str) -> PodState | None: ...

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
+import time
 from collections import defaultdict, deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
@@ -72,6 +73,10 @@ class MemoryStore:
         self._pools: dict[str, PoolSnapshot] = {}
         self._reservations: dict[str, Reservation] = {}
         self._leases: dict[str, LeaseRecord] = {}
+        # Each Lease's changes, numbered, for watch_lease (as many as a watch may lag).
+        self._leases_changed = threading.Condition()
+        self._lease_events: dict[str, deque[tuple[int, LeaseRecord | None]]] = {}
+        self._lease_event_count = 0
         self._pods: dict[tuple[str, str], PodState] = {}
         self._claims: dict[tuple[str, str], ClaimState] = {}
         self._faults: dict[str, deque[WhereaboutsError]] = defaultdict(deque)
@@ -271,7 +276,8 @@ class MemoryStore:
                 resource_version=self._next_version(),
             )
             self._leases[name] = record
-            return record
+        self._lease_changed(name, record)
+        return record
 
     def delete_lease(self, record: LeaseRecord) -> bool:
         checked_name("Lease", record.name)
@@ -286,7 +292,40 @@ class MemoryStore:
                     "precondition failed: the object has been modified",
                 )
             del self._leases[record.name]
-            return True
+        self._lease_changed(record.name, None)
+        return True
+
+    def _lease_changed(self, name: str, record: LeaseRecord | None) -> None:
+        with self._leases_changed:
+            self._lease_event_count += 1
+            events = self._lease_events.setdefault(name, deque(maxlen=4096))
+            events.append((self._lease_event_count, record))
+            self._leases_changed.notify_all()
+
+    def watch_lease(self, name: str, timeout_s: float = 60.0) -> Iterator[LeaseRecord | None]:
+        """As KubeStore.watch_lease: the Lease first (if it exists), then every change
+        (None: deleted), until ``timeout_s`` have passed."""
+        checked_name("Lease", name)
+        self._enter("watch_lease")
+        until = time.monotonic() + timeout_s
+        with self._leases_changed:
+            seen = self._lease_event_count
+            with self._lock:
+                current = self._leases.get(name)
+        if current is not None:
+            yield current
+        while True:
+            with self._leases_changed:
+                news = [e for e in self._lease_events.get(name, ()) if e[0] > seen]
+                while not news:
+                    remaining = until - time.monotonic()
+                    if remaining <= 0:
+                        return
+                    self._leases_changed.wait(remaining)
+                    news = [e for e in self._lease_events.get(name, ()) if e[0] > seen]
+                seen = news[-1][0]
+            for _, record in news:
+                yield record
 
     # --- Pods (read only) ----------------------------------------------------------
     def get_pod(self, namespace: str, name: str) -> PodState | None:
