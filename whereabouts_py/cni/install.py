@@ -91,7 +91,7 @@ def _install_script(bin_dir: Path, name: str) -> Path:
         raise ValueError(f"the interpreter path {python!r} is too long for a #! line")
 
     target = bin_dir / name
-    atomic_write(target, script, mode=0o755)
+    atomic_write(target, script, mode=0o755, if_changed=False)  # always a new file
     return target
 
 

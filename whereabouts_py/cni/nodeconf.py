@@ -34,14 +34,15 @@ class NodeConfig:
     service_account_dir: Path = SERVICE_ACCOUNT_DIR
 
 
-def atomic_write(path: Path, text: str, *, mode: int = 0o600) -> bool:
-    """Write ``text`` with ``mode`` unless the file already holds both; True if written.
+def atomic_write(path: Path, text: str, *, mode: int = 0o600, if_changed: bool = True) -> bool:
+    """Write ``text`` with ``mode``; True if written.
 
-    The text goes to a temporary file beside ``path``, is flushed to disk and
-    renamed over it: a reader sees the old file or the new one, never a part.
+    With ``if_changed`` a file that already holds both is left alone. The text
+    goes to a temporary file beside ``path``, is flushed to disk and renamed
+    over it: a reader sees the old file or the new one, never a part.
     """
     try:
-        if path.read_text() == text and (path.stat().st_mode & 0o777) == mode:
+        if if_changed and path.read_text() == text and (path.stat().st_mode & 0o777) == mode:
             return False
     except (OSError, ValueError):
         pass
