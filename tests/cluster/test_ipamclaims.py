@@ -1,8 +1,9 @@
 """Persistent addresses (IPAMClaim) end to end on two real nodes, made as KubeVirt makes them.
 
-The IPAMClaim CRD comes from ``crds/ipamclaims`` (unless the cluster has it)
-and is installed before the product, as docs/ipamclaims.md orders it; then
-the product from its image and the devcluster overlay, as in
+The devcluster's control plane has the IPAMClaim CRD (``crds/ipamclaims``)
+from its start; on a cluster without it the fixture installs it first, as
+docs/ipamclaims.md asks (the reconciler finds the resource only when it
+starts). Then the product from its image and the devcluster overlay, as in
 test_end_to_end.py. One test walks a virtual machine's life: start on
 node-a, live migration to node-b while the source runs, stop, start again,
 deletion of the claim. Only kubelets, Multus and our daemons act on the pods;
