@@ -88,9 +88,9 @@ def test_each_process_holds_exactly_the_verbs_its_code_uses(
     control_plane: ControlPlane, applied: None
 ) -> None:
     expected = {
-        # store calls of whereabouts_py/daemon: get_pool, list_pools, write_pool (new
-        # blocks are created); get/create/update/delete_reservation
-        (DAEMON, POOLS): {"get", "list", "create", "update"},
+        # store calls of whereabouts_py/daemon: get_pool, list_pools, watch_pool,
+        # write_pool (new blocks are created); get/create/update/delete_reservation
+        (DAEMON, POOLS): {"get", "list", "watch", "create", "update"},
         (DAEMON, RESERVATIONS): {"get", "create", "update", "delete"},
         # whereabouts_py/reconciler: get_pool, list_pools, write_pool of existing pools,
         # delete_pool of empty blocks; get/list/create/delete_reservation (never updates one)

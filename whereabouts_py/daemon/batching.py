@@ -34,12 +34,15 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Generic, Literal, TypeVar
 
+from whereabouts_py.core import turns
 from whereabouts_py.core.allocator import Allocation
+from whereabouts_py.core.turns import TURN_ANNOTATION, WANT_ANNOTATION
 from whereabouts_py.errors import (
+    AlreadyExistsError,
     ConflictError,
     ForbiddenError,
     NotFoundError,
@@ -53,6 +56,7 @@ from whereabouts_py.store.values import pool_lease_name
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
 Operation = Callable[[dict[int, Allocation]], tuple[dict[int, Allocation], Any]]
 Coordination = Literal["auto", "always", "never"]
 
@@ -64,13 +68,22 @@ COORDINATION_WINDOW_S = 5.0
 LEASE_POLL_S = 0.02
 # A worker gives up waiting for the Lease after this long and writes optimistically.
 LEASE_WAIT_LIMIT_S = 3.0
-# A Lease's watch runs while someone waited for it within this long.
-LEASE_WATCH_IDLE_S = 30.0
+# A watch (of a Lease, or of a pool taken in turns) runs while someone needed it
+# within this long.
+WATCH_IDLE_S = 30.0
 # When the Lease is given back, a waiting node waits up to this long (at random)
 # before it tries to take it, and does not try if another node took it meanwhile.
 LEASE_STAGGER_S = 0.02
 # After an attempt lost to another node, how long to wait for the watch to say who.
 LEASE_CHANGE_WAIT_S = 0.25
+# A node that wants to write a pool taken in turns, and is not in its ring yet,
+# waits this long for the turn to open before it writes out of turn (and joins).
+JOIN_WAIT_S = 0.1
+# A member given the turn with nothing to write stays in the ring (passing the
+# turn on) if it had work within this long, and leaves it otherwise.
+STAY_S = 0.5
+# A node waits at most this long for its turn, then writes anyway.
+TURN_WAIT_LIMIT_S = 3.0
 
 
 # The coordination Lease of an IPPool (one name rule for the daemon and the reconciler).
@@ -86,31 +99,37 @@ class LeaseSettings:
     retry_period_s: float = 0.5
 
 
-class _LeaseWatch:
-    """The current state of one Lease, kept by a watch while a writer waits for it."""
+class _Watch(Generic[T]):
+    """The current state of one object, kept by a watch while someone needs it."""
 
-    def __init__(self, store: KubeStore, name: str) -> None:
-        self._store = store
-        self._name = name
+    def __init__(
+        self,
+        open_watch: Callable[[float], Iterator[T | None]],
+        label: str,
+        on_change: Callable[[T | None], None] | None = None,
+    ) -> None:
+        self._open = open_watch
+        self._label = label
+        self._on_change = on_change
         self.cond = threading.Condition()
         self.seq = 0  # changes seen
-        self.record: LeaseRecord | None = None
-        self.synced = False  # record is the Lease's state (the watch runs and has said it)
+        self.record: T | None = None
+        self.synced = False  # record is the object's state (the watch runs and has said it)
         self.running = False
         self.failed = False  # not allowed to watch: callers look for themselves
         self._wanted_until = 0.0
 
-    def latest(self) -> tuple[int, bool, LeaseRecord | None]:
+    def latest(self) -> tuple[int, bool, T | None]:
         with self.cond:
             return self.seq, self.synced, self.record
 
     def want(self) -> None:
-        """Keep (or start) the watch: someone waits for the Lease now."""
+        """Keep (or start) the watch: someone needs the object's state now."""
         with self.cond:
-            self._wanted_until = time.monotonic() + LEASE_WATCH_IDLE_S
+            self._wanted_until = time.monotonic() + WATCH_IDLE_S
             if not self.running and not self.failed:
                 self.running = True
-                threading.Thread(target=self._run, name=f"lease-{self._name}", daemon=True).start()
+                threading.Thread(target=self._run, name=self._label, daemon=True).start()
 
     def wait_change(self, seen: int, until: float) -> None:
         """Wait until a change after event ``seen``, or until ``until`` (monotonic)."""
@@ -125,7 +144,9 @@ class _LeaseWatch:
         try:
             while time.monotonic() < self._wanted_until:
                 try:
-                    for record in self._store.watch_lease(self._name, LEASE_WATCH_IDLE_S):
+                    for record in self._open(WATCH_IDLE_S):
+                        if self._on_change is not None:  # before anyone waiting is woken
+                            self._on_change(record)
                         with self.cond:
                             self.record, self.synced = record, True
                             self.seq += 1
@@ -133,11 +154,11 @@ class _LeaseWatch:
                         if time.monotonic() >= self._wanted_until:
                             break
                 except ForbiddenError as error:
-                    log.info("Lease %s: cannot watch it (%s); looking instead", self._name, error)
+                    log.info("%s: cannot watch it (%s); looking instead", self._label, error)
                     self.failed = True
                     return
                 except WhereaboutsError as error:
-                    log.debug("Lease %s: watch ended: %s", self._name, error)
+                    log.debug("%s: watch ended: %s", self._label, error)
                     time.sleep(random.uniform(0.1, 0.3))
                 finally:
                     with self.cond:
@@ -158,6 +179,34 @@ class _Pending:
     value: Any = None
     error: BaseException | None = None
     cancelled: bool = False
+    passing: bool = False  # only hands on a turn; nobody waits for it
+
+
+def _older(version: str | None, than: str) -> bool:
+    """Whether resourceVersion ``version`` is older than ``than``.
+
+    resourceVersions are opaque; etcd's are increasing integers, and this
+    only decides which of two reads to keep (every write is still a
+    compare-and-swap). Anything else counts as not older.
+    """
+    if version is None or not version.isdigit() or not than.isdigit():
+        return False
+    return int(version) < int(than)
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _turn_of(snapshot: PoolSnapshot | None) -> turns.Turn:
+    if snapshot is None:
+        return turns.OPEN
+    annotations = snapshot.metadata.get("annotations") or {}
+    return turns.parse(annotations.get(TURN_ANNOTATION))
+
+
+def _unchanged(allocations: dict[int, Allocation]) -> tuple[dict[int, Allocation], Any]:
+    return allocations, None
 
 
 class PoolWriter:
@@ -178,6 +227,7 @@ class PoolWriter:
         size: int | None = None,
         network: str | None = None,
         create_missing: bool = True,
+        turns: bool = False,
     ) -> None:
         self.store = store
         # False for an object only someone else creates (the Go project's
@@ -206,7 +256,18 @@ class PoolWriter:
         self._lease_lock = threading.Lock()
         self._elsewhere_until = 0.0
         self._lease_taken_at = 0.0
-        self._lease_watch = _LeaseWatch(store, lease_name_for(name))
+        self._lease_watch: _Watch[LeaseRecord] = _Watch(
+            lambda timeout_s: store.watch_lease(self.lease_name, timeout_s), f"lease-{name}"
+        )
+        # Writers of one shared object take turns instead of Leases (core.turns).
+        self.turns = turns
+        self._pool_watch: _Watch[PoolSnapshot] = _Watch(
+            lambda timeout_s: store.watch_pool(name, timeout_s), f"watch-{name}", self._watched
+        )
+        # After a write of ours: the resourceVersion the watch has not shown yet
+        # (its earlier events are older than what we hold).
+        self._awaiting_rv: str | None = None
+        self._last_demand = 0.0
 
     @property
     def lease_name(self) -> str:
@@ -216,12 +277,7 @@ class PoolWriter:
     def run(self, operation: Operation, timeout_s: float = 20.0) -> Any:
         """Apply ``operation`` in the next batch; return its value or raise its error."""
         pending = _Pending(operation)
-        with self._cond:
-            self._queue.append(pending)
-            self._cond.notify()
-            if not self._worker_running:
-                self._worker_running = True
-                threading.Thread(target=self._work, name=f"pool-{self.name}", daemon=True).start()
+        self._enqueue(pending)
         if not pending.done.wait(timeout_s):
             pending.cancelled = True
             raise TryAgainError(
@@ -231,6 +287,16 @@ class PoolWriter:
         if pending.error is not None:
             raise pending.error
         return pending.value
+
+    def _enqueue(self, pending: _Pending) -> None:
+        with self._cond:
+            if not pending.passing:
+                self._last_demand = time.monotonic()
+            self._queue.append(pending)
+            self._cond.notify()
+            if not self._worker_running:
+                self._worker_running = True
+                threading.Thread(target=self._work, name=f"pool-{self.name}", daemon=True).start()
 
     def read(self) -> PoolSnapshot:
         """A fresh read of the pool (also refreshes the cached snapshot)."""
@@ -275,10 +341,117 @@ class PoolWriter:
             return False
         return self.coordination == "always" or time.monotonic() < self._contended_until
 
+    # --- turns (a shared object) -----------------------------------------------------------
+    def _watched(self, snapshot: PoolSnapshot | None) -> None:
+        """The pool's watch saw a change: keep the snapshot, and pass a turn we cannot use."""
+        with self._cond:
+            if self._awaiting_rv is not None and snapshot is not None:
+                if _older(snapshot.resource_version, self._awaiting_rv):
+                    return  # the watch has not caught up with our own write yet
+                self._awaiting_rv = None
+            self._snapshot = snapshot
+            idle = not self._queue and not self._worker_running
+        if snapshot is None:
+            return
+        turn = turns.parse(snapshot.metadata.get("annotations", {}).get(TURN_ANNOTATION))
+        if self.identity in turn.ring:
+            self._pool_watch.want()  # a member must see when its turn comes
+            self._lease_watch.want()  # and who asks to join
+        if idle and turn.next == self.identity and not turn.lapsed(_now_ms()):
+            self._enqueue(_Pending(_unchanged, passing=True))
+
+    def _after_conflict(self, lost: PoolSnapshot) -> None:
+        """After a lost race, take the state that won from the watch instead of a GET."""
+        watch = self._pool_watch
+        deadline = time.monotonic() + LEASE_CHANGE_WAIT_S
+        while True:
+            seen, synced, latest = watch.latest()
+            if synced and latest is not None and latest.resource_version != lost.resource_version:
+                with self._cond:
+                    if self._awaiting_rv is None:
+                        self._snapshot = latest
+                return
+            if time.monotonic() >= deadline:
+                return  # no news: the next attempt reads the pool
+            watch.wait_change(seen, deadline)
+
+    def _wait_turn(self) -> None:
+        """Wait (bounded) until this node may write the pool without taking a turn."""
+        watch = self._pool_watch
+        give_up = time.monotonic() + TURN_WAIT_LIMIT_S
+        asked = False
+        while True:
+            watch.want()
+            seen, synced, _ = watch.latest()
+            if not synced and not watch.failed:
+                # Starting, or the pool does not exist yet (a watch says nothing then).
+                watch.wait_change(seen, time.monotonic() + LEASE_CHANGE_WAIT_S)
+                seen, synced, _ = watch.latest()
+            # What the watch brought, or our own last write (the batch uses it too).
+            snapshot = self._snapshot if synced else None
+            if snapshot is None:  # no watch, or no news after a lost race
+                snapshot = self.read()
+            turn, now_ms, now = _turn_of(snapshot), _now_ms(), time.monotonic()
+            if turn.may_write(self.identity, now_ms):
+                return
+            if now >= give_up:
+                log.info("pool %s: the turn of %s was not taken; writing", self.name, turn.next)
+                return
+            if self.identity not in turn.ring and not asked:
+                # Ask to be taken into the ring; whoever writes next will.
+                self._lease_watch.want()
+                asked = self._ask_for_turn()
+                if not asked:
+                    return  # cannot ask (no Lease rights): write out of turn
+                continue
+            until = min(give_up, now + max(turn.until_ms - now_ms, 0) / 1000)
+            if watch.failed:
+                time.sleep(random.uniform(0.5, 1.5) * LEASE_POLL_S)
+            else:
+                watch.wait_change(seen, until)
+
+    def _wanting(self, now_ms: int) -> dict[str, int]:
+        """The requests for a turn (node -> when), as the Lease's watch last said."""
+        _, synced, record = self._lease_watch.latest()
+        if not synced or record is None:
+            return {}
+        return turns.wants(record.notes.get(WANT_ANNOTATION), now_ms)
+
+    def _ask_for_turn(self) -> bool:
+        """Ask for a turn in the pool's Lease (True: asked). Whoever writes the
+        pool next takes the request into the ring (core.turns)."""
+        watch = self._lease_watch
+        for _ in range(5):
+            seen, synced, record = watch.latest()
+            try:
+                current = record if synced else self.store.get_lease(self.lease_name)
+                now_ms = _now_ms()
+                found = turns.wants(current.notes.get(WANT_ANNOTATION) if current else None, now_ms)
+                found[self.identity] = now_ms
+                self.store.write_lease(
+                    current,
+                    self.lease_name,
+                    current.holder if current is not None else "",
+                    self.lease_settings.duration_s,
+                    notes={WANT_ANNOTATION: turns.encode_wants(found)},
+                )
+                return True
+            except (ConflictError, AlreadyExistsError):  # another node asked meanwhile
+                if synced:
+                    watch.wait_change(seen, time.monotonic() + LEASE_CHANGE_WAIT_S)
+            except StoreError as error:
+                log.info("pool %s: cannot ask for a turn (%s)", self.name, error)
+                return False
+        return False
+
     def _process(self, batch: list[_Pending]) -> None:
         for attempt in range(1, MAX_WRITE_ATTEMPTS + 1):
-            if self._coordinating():
-                self._hold_lease()
+            coordinating = self._coordinating()
+            if coordinating:
+                if self.turns:
+                    self._wait_turn()
+                else:
+                    self._hold_lease()
                 batch.extend(self._take_more())  # in place: _work must see them too
             snapshot = self._snapshot
             fresh = snapshot is None
@@ -302,7 +475,27 @@ class PoolWriter:
                     outcomes.append((pending, None, error))
                 else:
                     outcomes.append((pending, value, None))
-            if allocations == dict(snapshot.allocations):
+            marks: dict[str, str] | None = None
+            unchanged = allocations == dict(snapshot.allocations)
+            if self.turns:
+                turn, now_ms, me = _turn_of(snapshot), _now_ms(), self.identity
+                if unchanged and turn.next == me and not turn.lapsed(now_ms):
+                    # Hand on a turn we cannot use; the write (a compare-and-swap)
+                    # also confirms the snapshot the answers came from.
+                    stay = time.monotonic() - self._last_demand < STAY_S
+                    passed = turns.after_pass(
+                        turn, me, now_ms, stay=stay, wanting=self._wanting(now_ms)
+                    )
+                    marks = {TURN_ANNOTATION: passed.encode()}
+                elif not unchanged and (coordinating or me in turn.ring):
+                    written_turn = turns.after_write(
+                        turn, me, now_ms, wanting=self._wanting(now_ms)
+                    )
+                    marks = {TURN_ANNOTATION: written_turn.encode()}
+                elif unchanged and all(p.passing for p in batch):
+                    self._finish(outcomes)  # the turn moved on meanwhile: nothing to pass
+                    return
+            if unchanged and marks is None:
                 if not fresh:
                     # Nothing to write, but the answer came from a cached snapshot:
                     # confirm it against a fresh read before telling anyone.
@@ -312,19 +505,29 @@ class PoolWriter:
                 self._finish(outcomes)
                 return
             try:
-                self._snapshot = self.store.write_pool(
+                written = self.store.write_pool(
                     snapshot,
                     allocations,
                     annotations=self.annotations,
                     size=self.size,
                     network=self.network,
+                    marks=marks,
                 )
+                with self._cond:
+                    self._snapshot = written
+                    if self.turns and self._pool_watch.running:
+                        self._awaiting_rv = written.resource_version
             except ConflictError:
-                self._snapshot = None
+                with self._cond:
+                    self._snapshot = None
+                    self._awaiting_rv = None
                 metrics.CAS_CONFLICTS.labels(pool=self.metrics_pool).inc()
                 if self.coordination != "never":
                     self._contended_until = time.monotonic() + COORDINATION_WINDOW_S
-                time.sleep(random.uniform(0, min(0.2, 0.005 * attempt)))
+                if self.turns and self._pool_watch.running:
+                    self._after_conflict(snapshot)  # the turn rule says who writes next
+                else:
+                    time.sleep(random.uniform(0, min(0.2, 0.005 * attempt)))
                 continue
             except StoreError as error:
                 self._snapshot = None

@@ -50,7 +50,10 @@ class Store(Protocol):
         annotations: Mapping[str, str] | None = None,
         size: int | None = None,
         network: str | None = None,
+        marks: Mapping[str, str] | None = None,
     ) -> PoolSnapshot: ...
+
+    def watch_pool(self, name: str, timeout_s: float = 60.0) -> Iterator[PoolSnapshot | None]: ...
 
     def delete_pool(self, snapshot: PoolSnapshot) -> bool:
         """Delete the pool if unchanged since ``snapshot`` (ConflictError if it changed);
@@ -70,7 +73,12 @@ class Store(Protocol):
     def get_lease(self, name: str) -> LeaseRecord | None: ...
 
     def write_lease(
-        self, current: LeaseRecord | None, name: str, holder: str, duration_s: float
+        self,
+        current: LeaseRecord | None,
+        name: str,
+        holder: str,
+        duration_s: float,
+        notes: Mapping[str, str] | None = None,
     ) -> LeaseRecord: ...
 
     def delete_lease(self, record: LeaseRecord) -> bool:

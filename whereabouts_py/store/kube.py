@@ -388,12 +388,15 @@ class KubeStore:
         annotations: Mapping[str, str] | None = None,
         size: int | None = None,
         network: str | None = None,
+        marks: Mapping[str, str] | None = None,
     ) -> PoolSnapshot:
         """Create the pool or replace it if unchanged since ``snapshot`` was read.
 
-        ``annotations`` are set when the pool is created. The counts in
-        ``status`` (shown by ``kubectl get ippools``) are written in the same
-        request; ``size`` and ``network`` default to what the pool had.
+        ``annotations`` are set when the pool is created; ``marks`` are
+        annotations set by this write whether it creates or replaces (the
+        writers' turn). The counts in ``status`` (shown by ``kubectl get
+        ippools``) are written in the same request; ``size`` and ``network``
+        default to what the pool had.
         """
         checked_name("IPPool", snapshot.name)
         spec = {"range": snapshot.cidr, "allocations": encode_allocations(allocations)}
@@ -403,8 +406,8 @@ class KubeStore:
         where = f"IPPool {self.namespace}/{snapshot.name}"
         if snapshot.resource_version is None:
             metadata: dict[str, Any] = {"name": snapshot.name, "namespace": self.namespace}
-            if annotations:
-                metadata["annotations"] = dict(annotations)
+            if annotations or marks:
+                metadata["annotations"] = {**(annotations or {}), **(marks or {})}
             body: dict[str, Any] = {
                 "apiVersion": f"{GROUP}/{VERSION}",
                 "kind": "IPPool",
@@ -415,11 +418,14 @@ class KubeStore:
             with _translated(f"creating {where}"):
                 answer = self._call("POST", _objects(GROUP, VERSION, self.namespace, POOLS), body)
         else:
+            kept = kept_metadata(snapshot.metadata)
+            if marks:
+                kept["annotations"] = {**kept.get("annotations", {}), **marks}
             body = {
                 "apiVersion": f"{GROUP}/{VERSION}",
                 "kind": "IPPool",
                 "metadata": {
-                    **kept_metadata(snapshot.metadata),
+                    **kept,
                     "name": snapshot.name,
                     "namespace": self.namespace,
                     "resourceVersion": snapshot.resource_version,
@@ -655,9 +661,17 @@ class KubeStore:
         return self._lease_from(body)
 
     def write_lease(
-        self, current: LeaseRecord | None, name: str, holder: str, duration_s: float
+        self,
+        current: LeaseRecord | None,
+        name: str,
+        holder: str,
+        duration_s: float,
+        notes: Mapping[str, str] | None = None,
     ) -> LeaseRecord:
-        """Take, renew or (holder "") give up a Lease, by compare-and-swap."""
+        """Take, renew or (holder "") give up a Lease, by compare-and-swap.
+
+        Its annotations are kept, with ``notes`` set on top.
+        """
         checked_name("Lease", name)
         now = dt.datetime.now(dt.UTC)
         spec: dict[str, Any] = {
@@ -668,6 +682,9 @@ class KubeStore:
         if current is None or current.holder != holder:
             spec["acquireTime"] = _micro_time(now)
         metadata: dict[str, Any] = {"name": name, "namespace": self.lease_namespace}
+        annotations = {**(current.notes if current is not None else {}), **(notes or {})}
+        if annotations:
+            metadata["annotations"] = annotations
         body = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": metadata}
         body["spec"] = spec
         if current is None:
@@ -728,6 +745,33 @@ class KubeStore:
                 elif kind == "ERROR":  # e.g. 410 Gone: the caller opens a new watch
                     return
 
+    def watch_pool(self, name: str, timeout_s: float = 60.0) -> Iterator[PoolSnapshot | None]:
+        """Watch one IPPool: its current state first (if it exists), then every
+        change (None: deleted), until about ``timeout_s`` have passed.
+
+        For the writers of a shared pool, who follow its entries and whose turn
+        it is without reading it again and again. StoreError if the watch cannot
+        be opened or breaks (e.g. 403 without the ``watch`` verb).
+        """
+        checked_name("IPPool", name)
+        query = urllib.parse.urlencode(
+            {
+                "watch": "1",
+                "fieldSelector": f"metadata.name={name}",
+                "timeoutSeconds": str(max(1, round(timeout_s))),
+            }
+        )
+        path = f"{_objects(GROUP, VERSION, self.namespace, POOLS)}?{query}"
+        with _translated(f"watching IPPool {self.namespace}/{name}"):
+            for event in self._call.stream(path, timeout_s + 10.0):
+                kind, body = event.get("type"), event.get("object")
+                if kind == "DELETED":
+                    yield None
+                elif kind in {"ADDED", "MODIFIED"} and isinstance(body, dict):
+                    yield self._pool_from(body)
+                elif kind == "ERROR":  # e.g. 410 Gone: the caller opens a new watch
+                    return
+
     @staticmethod
     def _lease_from(body: Mapping[str, Any], duration_s: float | None = None) -> LeaseRecord:
         metadata = body.get("metadata", {})
@@ -739,6 +783,7 @@ class KubeStore:
             renewed=_parse_time(spec.get("renewTime")),
             duration_s=float(seconds) if isinstance(seconds, int) else (duration_s or 0.0),
             resource_version=str(metadata.get("resourceVersion")),
+            notes={str(k): str(v) for k, v in (metadata.get("annotations") or {}).items()},
         )
 
     # --- Pods (read only) ----------------------------------------------------------

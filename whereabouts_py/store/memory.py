@@ -69,6 +69,10 @@ class MemoryStore:
         self.namespace = checked_namespace(namespace)
         self._clock = clock
         self._lock = threading.Lock()
+        self._pools_changed = threading.Condition()
+        # Each pool's changes, numbered, for watches (as many as a watch may lag).
+        self._pool_events: dict[str, deque[tuple[int, PoolSnapshot | None]]] = {}
+        self._pool_event_count = 0
         self._version = 0
         self._pools: dict[str, PoolSnapshot] = {}
         self._reservations: dict[str, Reservation] = {}
@@ -142,6 +146,7 @@ class MemoryStore:
         annotations: Mapping[str, str] | None = None,
         size: int | None = None,
         network: str | None = None,
+        marks: Mapping[str, str] | None = None,
     ) -> PoolSnapshot:
         checked_name("IPPool", snapshot.name)
         self._enter("write_pool")
@@ -152,7 +157,9 @@ class MemoryStore:
                 if stored is not None:
                     raise AlreadyExistsError(f"creating {where}: already exists")
                 metadata: Mapping[str, Any] = (
-                    {"annotations": dict(annotations)} if annotations else {}
+                    {"annotations": {**(annotations or {}), **(marks or {})}}
+                    if annotations or marks
+                    else {}
                 )
             else:
                 if stored is None:
@@ -163,6 +170,9 @@ class MemoryStore:
                         "the object has been modified; read it again",
                     )
                 metadata = stored.metadata
+                if marks:
+                    kept = dict(metadata.get("annotations") or {})
+                    metadata = {**metadata, "annotations": {**kept, **marks}}
             written = PoolSnapshot(
                 name=snapshot.name,
                 cidr=snapshot.cidr,
@@ -177,7 +187,8 @@ class MemoryStore:
                 ),
             )
             self._pools[snapshot.name] = written
-            return written
+        self._pool_changed(snapshot.name, written)
+        return written
 
     def delete_pool(self, snapshot: PoolSnapshot) -> bool:
         checked_name("IPPool", snapshot.name)
@@ -192,7 +203,39 @@ class MemoryStore:
                     "precondition failed: the object has been modified",
                 )
             del self._pools[snapshot.name]
-            return True
+        self._pool_changed(snapshot.name, None)
+        return True
+
+    def _pool_changed(self, name: str, snapshot: PoolSnapshot | None) -> None:
+        with self._pools_changed:
+            self._pool_event_count += 1
+            events = self._pool_events.setdefault(name, deque(maxlen=4096))
+            events.append((self._pool_event_count, snapshot))
+            self._pools_changed.notify_all()
+
+    def watch_pool(self, name: str, timeout_s: float = 60.0) -> Iterator[PoolSnapshot | None]:
+        """As KubeStore.watch_pool: the state first (if it exists), then each change."""
+        checked_name("IPPool", name)
+        self._enter("watch_pool")
+        until = time.monotonic() + timeout_s
+        with self._pools_changed:
+            seen = self._pool_event_count
+            with self._lock:
+                current = self._pools.get(name)
+        if current is not None:
+            yield current
+        while True:
+            with self._pools_changed:
+                news = [e for e in self._pool_events.get(name, ()) if e[0] > seen]
+                while not news:
+                    remaining = until - time.monotonic()
+                    if remaining <= 0:
+                        return
+                    self._pools_changed.wait(remaining)
+                    news = [e for e in self._pool_events.get(name, ()) if e[0] > seen]
+                seen = news[-1][0]
+            for _, snapshot in news:
+                yield snapshot
 
     # --- OverlappingRangeIPReservations -------------------------------------------
     def get_reservation(self, name: str) -> Reservation | None:
@@ -255,7 +298,12 @@ class MemoryStore:
             return self._leases.get(name)
 
     def write_lease(
-        self, current: LeaseRecord | None, name: str, holder: str, duration_s: float
+        self,
+        current: LeaseRecord | None,
+        name: str,
+        holder: str,
+        duration_s: float,
+        notes: Mapping[str, str] | None = None,
     ) -> LeaseRecord:
         checked_name("Lease", name)
         self._enter("write_lease")
@@ -274,6 +322,7 @@ class MemoryStore:
                 renewed=self._clock().astimezone(dt.UTC),
                 duration_s=float(max(1, round(duration_s))),
                 resource_version=self._next_version(),
+                notes={**(stored.notes if stored is not None else {}), **(notes or {})},
             )
             self._leases[name] = record
         self._lease_changed(name, record)

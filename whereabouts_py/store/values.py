@@ -74,6 +74,9 @@ class LeaseRecord:
     renewed: dt.datetime | None
     duration_s: float
     resource_version: str
+    # Its annotations (kept by every write; the writers of a pool taken in turns
+    # ask for a turn there).
+    notes: Mapping[str, str] = field(default_factory=dict, compare=False)
 
     def held_by_other(self, identity: str, now: dt.datetime) -> bool:
         if not self.holder or self.holder == identity or self.renewed is None:

@@ -1,0 +1,105 @@
+"""Writers of one shared pool take turns named in the pool (daemon.batching, core.turns).
+
+On the in-memory store: several nodes' writers of one IPPool, many requests at
+once. Correctness (no address twice) never rests on the turns; what they buy
+is few lost compare-and-swap races, and a ring that empties once the nodes have
+nothing left to write.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from whereabouts_py.core import turns
+from whereabouts_py.core.allocator import Allocation
+from whereabouts_py.daemon.batching import PoolWriter
+from whereabouts_py.errors import ConflictError
+from whereabouts_py.store.memory import MemoryStore
+from whereabouts_py.store.values import PoolSnapshot
+
+POOL, CIDR = "10.5.0.0-24", "10.5.0.0/24"
+
+
+class CountingStore(MemoryStore):
+    """Counts pool writes and the ones answered 'conflict'."""
+
+    def __init__(self) -> None:
+        super().__init__("pools")
+        self.writes = 0
+        self.conflicts = 0
+        self._count_lock = threading.Lock()
+
+    def write_pool(
+        self, snapshot: PoolSnapshot, allocations: Mapping[int, Allocation], **kw: Any
+    ) -> PoolSnapshot:
+        with self._count_lock:
+            self.writes += 1
+        try:
+            return super().write_pool(snapshot, allocations, **kw)
+        except ConflictError:
+            with self._count_lock:
+                self.conflicts += 1
+            raise
+
+
+def assign(key: int) -> Any:
+    def operation(allocations: dict[int, Allocation]) -> tuple[dict[int, Allocation], int]:
+        free = next(offset for offset in range(1, 255) if offset not in allocations)
+        return {**allocations, free: Allocation(f"c-{key}", f"ns/p-{key}", "net1")}, free
+
+    return operation
+
+
+def turn_of(store: MemoryStore) -> turns.Turn:
+    annotations = store.get_pool(POOL, CIDR).metadata.get("annotations") or {}
+    return turns.parse(annotations.get(turns.TURN_ANNOTATION))
+
+
+def writers(store: MemoryStore, count: int) -> list[PoolWriter]:
+    return [
+        PoolWriter(store, POOL, CIDR, f"node-{i}", coordination="always", turns=True)
+        for i in range(count)
+    ]
+
+
+def test_nodes_take_turns_without_lost_races_and_the_ring_empties() -> None:
+    store = CountingStore()
+    nodes = writers(store, 5)
+    requests = 120
+    with ThreadPoolExecutor(max_workers=25) as pool:
+        offsets = list(pool.map(lambda i: nodes[i % 5].run(assign(i)), range(requests)))
+    assert len(set(offsets)) == requests
+    stored = store.get_pool(POOL, CIDR).allocations
+    assert {a.container_id for a in stored.values()} == {f"c-{i}" for i in range(requests)}
+    # Batches: fewer writes than requests. Lost races: only a node's first
+    # write, out of turn, may lose (it joins the ring by it).
+    assert store.writes < requests
+    assert store.conflicts <= 2 * len(nodes), (store.writes, store.conflicts)
+    # With nothing left to write, each member passes its turn on and leaves.
+    deadline = time.monotonic() + 10.0
+    while turn_of(store).ring and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert turn_of(store).ring == ()
+
+
+def test_a_turn_named_for_a_silent_node_lapses() -> None:
+    store = CountingStore()
+    empty = store.get_pool(POOL, CIDR)
+    until = int(time.time() * 1000) + 400
+    store.write_pool(
+        empty,
+        {},
+        marks={
+            turns.TURN_ANNOTATION: turns.Turn("node-gone", until, ("node-0", "node-gone")).encode()
+        },
+    )
+    (node,) = writers(store, 1)
+    started = time.monotonic()
+    assert node.run(assign(1)) == 1
+    waited = time.monotonic() - started
+    assert 0.3 <= waited < 3.0, waited
+    assert "node-gone" not in turn_of(store).ring
