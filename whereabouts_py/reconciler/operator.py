@@ -1,37 +1,41 @@
-"""``whereabouts-py reconciler``: kopf watches pods, one elected replica frees addresses.
+"""``whereabouts-py reconciler``: watches pods, one elected replica frees addresses.
 
-Process shape. kopf runs in every replica, always, standalone (no
-KopfPeering), and watches pods cluster-wide; next to it run three threads:
-the leader election (``leader.py``), the event worker and the sweeper. Only
-the event worker and the sweeper write, and only while this replica leads;
-a follower's kopf drops the events it sees. We chose this over "wait for the
-lead, then start kopf" because a takeover then needs no kopf start-up (login,
-discovery, the initial pod listing) and no restart of an operator inside a
-running process when the lead is lost and won again: the follower's watch is
-already warm. What it misses as a follower, the sweep it runs on taking the
-lead catches (pods gone, finished or evicted meanwhile).
+Process shape. Every replica, always, watches pods cluster-wide and keeps
+its IPPool and reservation caches warm (``cache.py``): one LIST (in pages,
+each pod cut down to its name, UID, phase and conditions as it arrives)
+then one WATCH per collection, threads of our own. Next to them run kopf
+(standalone, no KopfPeering; it watches IPAMClaims and carries the loop
+heartbeat), the leader election (``leader.py``), the event worker, the
+sweeper and the status refresher. Only the event worker, the sweeper and the
+status refresher write, and only while this replica leads; a follower drops
+the pod events it sees. A takeover needs no start-up (login, discovery,
+listings): the follower's watches are already warm. What it misses as a
+follower, the sweep it runs on taking the lead catches (pods gone, finished
+or evicted meanwhile). Pods are watched by our own thread rather than by a
+kopf handler because kopf holds every listed pod's whole body (and a worker
+per pod) in memory: at 10,000 pods that alone was over 100 MB.
 
-Event path. The kopf handler only filters and queues: a pod that was
-deleted, has phase Succeeded or Failed, or has the condition DisruptionTarget
-puts its ``namespace/name`` in a set. The event worker takes the whole set
+Event path. The pod watch only filters and queues (``PodWatch``): a pod that
+was deleted, has phase Succeeded or Failed, or has the condition
+DisruptionTarget puts its ``namespace/name`` in a set (with, for a deletion,
+the UID the apiserver reported deleted). The event worker takes the whole set
 at once and hands it to ``GarbageCollector.release_for_pods``, which finds
-those pods' entries through the pod index of the watched IPPool cache
-(``cache.py``; two more threads keep it and the reservation cache current)
-and judges each against the pod as it is now (so the UID tells an old pod
-from its same-name successor). A pod deletion costs a GET of the pod and a
-conditional write per address, whatever the number of pools. A pod the
-cache shows no entry of is looked at once more after ``CACHE_LAG_S`` (its
-ADD's pool write may not have reached the watch yet). Failed attempts are
-retried a few times, then left to the next sweep.
+those pods' entries through the pod index of the watched IPPool cache and
+judges each against the pod as it is now (so the UID tells an old pod from
+its same-name successor). A pod deletion costs a GET per pool holding its
+entries and a conditional write per reservation and per pool, whatever the
+number of pools. A pod the cache shows no entry of is looked at once more
+after ``CACHE_LAG_S`` (its ADD's pool write may not have reached the watch
+yet). Failed attempts are retried a few times, then left to the next sweep.
 
 kopf's own state. Only ``on.event`` handlers are registered (and start-up and
 clean-up ones for the heartbeat that /healthz reads), and those keep no
-state: kopf never patches a pod, adds no finalizer, writes no annotation
-and no status (so nothing fights structural pruning). To keep it that way
-even if a handler with state is added by mistake, the progress and diff-base
-storages are no-ops. kopf's own Kubernetes Events are switched off (we post
-ours through the store), and so is its scanning of CRDs and namespaces: pods
-are a built-in resource, so kopf needs only discovery and list/watch of pods.
+state: kopf never patches a pod or a claim, adds no finalizer, writes no
+annotation and no status (so nothing fights structural pruning). To keep it
+that way even if a handler with state is added by mistake, the progress and
+diff-base storages are no-ops. kopf's own Kubernetes Events are switched off
+(we post ours through the store), and so is its scanning of CRDs and
+namespaces.
 """
 
 from __future__ import annotations
@@ -54,7 +58,7 @@ import kopf
 from whereabouts_py.errors import ConfigError, WhereaboutsError
 from whereabouts_py.metrics import reconciler as metrics
 from whereabouts_py.metrics.health import Check, Heartbeat, succeeds
-from whereabouts_py.reconciler.cache import PoolCache, watch_threads
+from whereabouts_py.reconciler.cache import PoolCache, run_watch, watch_threads
 from whereabouts_py.reconciler.collector import GarbageCollector
 from whereabouts_py.reconciler.leader import LeaderElection
 from whereabouts_py.reconciler.schedule import CronSchedule, parse_cron
@@ -87,7 +91,7 @@ WATCH_SERVER_TIMEOUT_S = 300
 # --- the event path -------------------------------------------------------------------------
 
 
-def releases_addresses(event: kopf.RawEvent) -> bool:
+def releases_addresses(event: Mapping[str, Any]) -> bool:
     """Whether a pod watch event means the pod's addresses may be free now."""
     body = event.get("object") or {}
     if event.get("type") == "DELETED":
@@ -320,16 +324,56 @@ def operator_settings() -> kopf.OperatorSettings:
     return settings
 
 
+class PodWatch:
+    """Queues the pods whose addresses may be free, from a LIST then WATCH of all pods.
+
+    Fed by ``cache.run_watch`` with pod summaries (``KubeStore.list_pod_summaries_at``,
+    read in pages and cut down to metadata and status as they arrive), so
+    that no pod is held in memory: a listing queues the pods that are
+    finished or evicted, a change queues them too, and a deletion queues the
+    pod with the UID the apiserver reported deleted.
+    """
+
+    def __init__(self, pending: PendingPods, election: LeaderElection) -> None:
+        self.pending = pending
+        self.election = election
+        self.established = threading.Event()
+
+    def listed(self, pods: list[dict[str, Any]]) -> None:
+        for pod in pods:
+            self._consider({"object": pod})
+        if not self.established.is_set():
+            self.established.set()
+            log.info("pod watch established (listed %d pods)", len(pods))
+
+    def changed(self, pod: dict[str, Any]) -> None:
+        self._consider({"type": "MODIFIED", "object": pod})
+
+    def deleted(self, pod: dict[str, Any]) -> None:
+        self._consider({"type": "DELETED", "object": pod})
+
+    def _consider(self, event: dict[str, Any]) -> None:
+        if not releases_addresses(event):
+            return
+        metadata = event["object"].get("metadata") or {}
+        podref = f"{metadata.get('namespace', '')}/{metadata.get('name', '')}"
+        if not self.election.leading:
+            log.debug("follower: not acting on pod %s", podref)
+            return
+        log.debug("pod %s: %s", podref, event.get("type") or "listed")
+        gone = str(metadata.get("uid") or "") if event.get("type") == "DELETED" else ""
+        self.pending.put(podref, deleted_uid=gone)
+
+
 def build_registry(
     pending: PendingPods,
     election: LeaderElection,
     kubeconfig: str | None,
     heartbeat: Heartbeat | None = None,
 ) -> kopf.OperatorRegistry:
-    """kopf handlers: log in, queue the pods whose addresses may be free, and beat
-    ``heartbeat`` from kopf's event loop (so /healthz fails when that loop is stuck)."""
+    """kopf handlers: log in, queue deleted IPAMClaims, and beat ``heartbeat`` from
+    kopf's event loop (so /healthz fails when that loop is stuck)."""
     registry = kopf.OperatorRegistry()
-    first_event = threading.Event()
     beating: set[asyncio.Task[None]] = set()
 
     if heartbeat is not None:
@@ -354,22 +398,6 @@ def build_registry(
         if kubeconfig:
             return kopf.login_with_kubeconfig(**kwargs)
         return in_cluster_connection(kopf.login_with_service_account(**kwargs))
-
-    @kopf.on.event("v1", "pods", registry=registry, id="queue-pods-whose-addresses-may-be-free")
-    async def pod_event(event: kopf.RawEvent, **_: Any) -> None:
-        if not first_event.is_set():
-            first_event.set()
-            log.info("pod watch established (first event from the listing or the stream)")
-        if not releases_addresses(event):
-            return
-        metadata = (event.get("object") or {}).get("metadata") or {}
-        podref = f"{metadata.get('namespace', '')}/{metadata.get('name', '')}"
-        if not election.leading:
-            log.debug("follower: not acting on pod %s", podref)
-            return
-        log.debug("pod %s: %s", podref, event.get("type") or "listed")
-        gone = str(metadata.get("uid") or "") if event.get("type") == "DELETED" else ""
-        pending.put(podref, deleted_uid=gone)
 
     @kopf.on.event(
         "k8s.cni.cncf.io",
@@ -456,8 +484,23 @@ class ReconcilerProcess:
     def run(self, kubeconfig: str | None) -> None:
         """Until SIGTERM/SIGINT, which kopf handles (so it runs in the main thread)."""
         metrics.set_leader(False)
+        pods = PodWatch(self.pending, self.election)
         threads = [
             *watch_threads(self.store, self.cache, self.stop),
+            threading.Thread(
+                target=run_watch,
+                args=("Pods",),
+                kwargs={
+                    "list_at": self.store.list_pod_summaries_at,
+                    "watch": self.store.watch_pod_summaries,
+                    "replace": pods.listed,
+                    "put": pods.changed,
+                    "drop": pods.deleted,
+                    "stop": self.stop,
+                },
+                name="watch-pods",
+                daemon=True,
+            ),
             threading.Thread(
                 target=self.election.run, args=(self.stop,), name="leader-election", daemon=True
             ),

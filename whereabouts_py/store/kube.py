@@ -214,6 +214,17 @@ class WatchEvent(Generic[T]):
     resource_version: str
 
 
+def _pod_summary(body: Mapping[str, Any]) -> dict[str, Any]:
+    """The parts of a pod the reconciler's pod watch reads, in the API's own shape: its
+    namespace, name and UID, its phase and conditions (the rest is dropped at once)."""
+    metadata = body.get("metadata") or {}
+    status = body.get("status") or {}
+    return {
+        "metadata": {key: metadata.get(key) for key in ("namespace", "name", "uid")},
+        "status": {"phase": status.get("phase"), "conditions": status.get("conditions") or []},
+    }
+
+
 class _Transport:
     """JSON over the client's authenticated connection pool.
 
@@ -551,45 +562,57 @@ class KubeStore:
     # --- watched collections (the reconciler's caches) -------------------------------
     def list_pools_at(self) -> tuple[list[PoolSnapshot], str]:
         """Every IPPool, and the collection's resourceVersion to watch from."""
-        items, version = self._list_at(POOLS, f"listing IPPools in {self.namespace}")
-        return [self._pool_from(item) for item in items], version
+        where = _objects(GROUP, VERSION, self.namespace, POOLS)
+        return self._list_at(where, f"listing IPPools in {self.namespace}", self._pool_from)
 
     def watch_pools(
         self, resource_version: str, timeout_s: float = 240.0
     ) -> Iterator[WatchEvent[PoolSnapshot]]:
         """IPPool changes after ``resource_version``, until about ``timeout_s`` have passed."""
-        return self._watch(POOLS, "IPPools", resource_version, timeout_s, self._pool_from)
+        where = _objects(GROUP, VERSION, self.namespace, POOLS)
+        what = f"IPPools in {self.namespace}"
+        return self._watch(where, what, resource_version, timeout_s, self._pool_from)
 
     def list_reservations_at(self) -> tuple[list[Reservation], str]:
         """Every reservation, and the collection's resourceVersion to watch from."""
+        where = _objects(GROUP, VERSION, self.namespace, RESERVATIONS)
         what = f"listing OverlappingRangeIPReservations in {self.namespace}"
-        items, version = self._list_at(RESERVATIONS, what)
-        return [self._reservation_from(item) for item in items], version
+        return self._list_at(where, what, self._reservation_from)
 
     def watch_reservations(
         self, resource_version: str, timeout_s: float = 240.0
     ) -> Iterator[WatchEvent[Reservation]]:
         """Reservation changes after ``resource_version``, until about ``timeout_s``."""
+        where = _objects(GROUP, VERSION, self.namespace, RESERVATIONS)
+        what = f"OverlappingRangeIPReservations in {self.namespace}"
+        return self._watch(where, what, resource_version, timeout_s, self._reservation_from)
+
+    def list_pod_summaries_at(self) -> tuple[list[dict[str, Any]], str]:
+        """Every pod of the cluster, summarised (``_pod_summary``), read in pages."""
+        return self._list_at("/api/v1/pods", "listing Pods in all namespaces", _pod_summary)
+
+    def watch_pod_summaries(
+        self, resource_version: str, timeout_s: float = 240.0
+    ) -> Iterator[WatchEvent[dict[str, Any]]]:
+        """Pod changes in every namespace after ``resource_version``, summarised."""
         return self._watch(
-            RESERVATIONS,
-            "OverlappingRangeIPReservations",
-            resource_version,
-            timeout_s,
-            self._reservation_from,
+            "/api/v1/pods", "Pods in all namespaces", resource_version, timeout_s, _pod_summary
         )
 
-    def _list_at(self, plural: str, action: str) -> tuple[list[dict[str, Any]], str]:
-        """One consistent listing of a collection of ours, in pages, and its resourceVersion."""
-        items: list[dict[str, Any]] = []
+    def _list_at(
+        self, where: str, action: str, decode: Callable[[Mapping[str, Any]], T]
+    ) -> tuple[list[T], str]:
+        """One consistent listing of a collection, in pages, decoded page by page (so a
+        large collection is never held raw at once), and its resourceVersion."""
+        items: list[T] = []
         token, version = "", ""
         while True:
             query = f"?limit={LIST_PAGE_SIZE}"
             if token:
                 query += f"&continue={urllib.parse.quote(token, safe='')}"
-            path = _objects(GROUP, VERSION, self.namespace, plural) + query
             with _translated(action):
-                body = self._call("GET", path, timeout=(3.0, 60.0))
-            items.extend(item for item in body.get("items", []) if isinstance(item, dict))
+                body = self._call("GET", where + query, timeout=(3.0, 60.0))
+            items.extend(decode(item) for item in body.get("items", []) if isinstance(item, dict))
             metadata = body.get("metadata") or {}
             version = version or str(metadata.get("resourceVersion") or "")
             token = str(metadata.get("continue") or "")
@@ -598,13 +621,13 @@ class KubeStore:
 
     def _watch(
         self,
-        plural: str,
+        where: str,
         what: str,
         resource_version: str,
         timeout_s: float,
         decode: Callable[[Mapping[str, Any]], T],
     ) -> Iterator[WatchEvent[T]]:
-        """The events of a watch of a collection of ours, decoded.
+        """The events of a watch of a collection, decoded.
 
         A 410 Gone (asked for history the server no longer keeps) ends it
         with an EXPIRED event; any other error raises StoreError. Bookmarks
@@ -618,9 +641,8 @@ class KubeStore:
                 "timeoutSeconds": str(max(1, round(timeout_s))),
             }
         )
-        path = f"{_objects(GROUP, VERSION, self.namespace, plural)}?{query}"
-        with _translated(f"watching {what} in {self.namespace}"):
-            for event in self._call.stream(path, timeout_s + 10.0):
+        with _translated(f"watching {what}"):
+            for event in self._call.stream(f"{where}?{query}", timeout_s + 10.0):
                 kind, body = str(event.get("type") or ""), event.get("object")
                 if not isinstance(body, dict):
                     continue
@@ -630,8 +652,7 @@ class KubeStore:
                         yield WatchEvent("EXPIRED", None, resource_version)
                         return
                     raise StoreError(
-                        f"watching {what} in {self.namespace}: the watch failed",
-                        str(body.get("message") or body),
+                        f"watching {what}: the watch failed", str(body.get("message") or body)
                     )
                 if kind == "BOOKMARK":
                     yield WatchEvent(kind, None, version)
