@@ -6,7 +6,7 @@ import threading
 
 from tests.store import test_store_contract as contract
 from tests.store.test_store_contract import A, B, Backend
-from whereabouts_py.store.values import PoolSnapshot
+from whereabouts_py.store.values import PoolMark
 
 backend = contract.backend  # the same two stores as the contract (memory, kube)
 
@@ -35,10 +35,12 @@ def test_marks_are_set_on_create_and_replace_and_kept_otherwise(backend: Backend
     assert stored.resource_version == plain.resource_version
 
 
-def test_a_pool_watch_gives_the_state_then_each_change(backend: Backend) -> None:
+def test_a_pool_watch_gives_the_metadata_then_each_change(backend: Backend) -> None:
     store = backend.store
-    first = store.write_pool(store.get_pool("10.8.0.0-29", "10.8.0.0/29"), {1: A})
-    seen: list[PoolSnapshot | None] = []
+    first = store.write_pool(
+        store.get_pool("10.8.0.0-29", "10.8.0.0/29"), {1: A}, annotations={"example.org/a": "1"}
+    )
+    seen: list[PoolMark | None] = []
     started = threading.Event()
 
     def follow() -> None:
@@ -55,15 +57,17 @@ def test_a_pool_watch_gives_the_state_then_each_change(backend: Backend) -> None
     assert store.delete_pool(second)
     watcher.join(15.0)
     assert not watcher.is_alive()
-    assert seen[0] is not None and seen[0].resource_version == first.resource_version
-    assert seen[1] is not None and seen[1].allocations == {1: A, 2: B}
-    assert seen[1].resource_version == second.resource_version
-    assert seen[1].metadata["annotations"][TURN] == "next=node-a;until=9;ring=node-a"
+    assert seen[0] == PoolMark("10.8.0.0-29", str(first.resource_version), {"example.org/a": "1"})
+    assert seen[1] == PoolMark(
+        "10.8.0.0-29",
+        str(second.resource_version),
+        {"example.org/a": "1", TURN: "next=node-a;until=9;ring=node-a"},
+    )
     assert seen[2] is None  # deleted
 
 
 def test_a_pool_watch_ends_after_its_timeout(backend: Backend) -> None:
     store = backend.store
-    store.write_pool(store.get_pool("10.9.0.0-29", "10.9.0.0/29"), {1: A})
+    made = store.write_pool(store.get_pool("10.9.0.0-29", "10.9.0.0/29"), {2: B})
     events = list(store.watch_pool("10.9.0.0-29", timeout_s=1.0))
-    assert [e.allocations if e else None for e in events] == [{1: A}]
+    assert [e.resource_version if e else None for e in events] == [made.resource_version]

@@ -52,7 +52,7 @@ from whereabouts_py.errors import (
 )
 from whereabouts_py.metrics import daemon as metrics
 from whereabouts_py.store.kube import KubeStore, LeaseRecord, PoolSnapshot
-from whereabouts_py.store.values import pool_lease_name
+from whereabouts_py.store.values import PoolMark, pool_lease_name
 
 log = logging.getLogger(__name__)
 
@@ -261,12 +261,13 @@ class PoolWriter:
         )
         # Writers of one shared object take turns instead of Leases (core.turns).
         self.turns = turns
-        self._pool_watch: _Watch[PoolSnapshot] = _Watch(
+        self._pool_watch: _Watch[PoolMark] = _Watch(
             lambda timeout_s: store.watch_pool(name, timeout_s), f"watch-{name}", self._watched
         )
         # After a write of ours: the resourceVersion the watch has not shown yet
         # (its earlier events are older than what we hold).
         self._awaiting_rv: str | None = None
+        self._mark: PoolMark | None = None  # the pool's version and turn, as the watch said
         self._last_demand = 0.0
 
     @property
@@ -342,37 +343,50 @@ class PoolWriter:
         return self.coordination == "always" or time.monotonic() < self._contended_until
 
     # --- turns (a shared object) -----------------------------------------------------------
-    def _watched(self, snapshot: PoolSnapshot | None) -> None:
-        """The pool's watch saw a change: keep the snapshot, and pass a turn we cannot use."""
+    def _watched(self, mark: PoolMark | None) -> None:
+        """The pool changed: note its version and turn, and pass a turn we cannot use."""
         with self._cond:
-            if self._awaiting_rv is not None and snapshot is not None:
-                if _older(snapshot.resource_version, self._awaiting_rv):
+            if mark is None:  # deleted
+                self._mark, self._snapshot = None, None
+                return
+            if self._awaiting_rv is not None:
+                if _older(mark.resource_version, self._awaiting_rv):
                     return  # the watch has not caught up with our own write yet
                 self._awaiting_rv = None
-            self._snapshot = snapshot
+            self._mark = mark
+            held = self._snapshot
+            if held is not None and held.resource_version != mark.resource_version:
+                self._snapshot = None  # someone else wrote: read it before writing
             idle = not self._queue and not self._worker_running
-        if snapshot is None:
-            return
-        turn = turns.parse(snapshot.metadata.get("annotations", {}).get(TURN_ANNOTATION))
+        turn = turns.parse(mark.annotations.get(TURN_ANNOTATION))
         if self.identity in turn.ring:
             self._pool_watch.want()  # a member must see when its turn comes
             self._lease_watch.want()  # and who asks to join
         if idle and turn.next == self.identity and not turn.lapsed(_now_ms()):
             self._enqueue(_Pending(_unchanged, passing=True))
 
+    def _current_turn(self) -> turns.Turn:
+        """The turn as last known: from our own last write, or the watch if newer."""
+        with self._cond:
+            held, mark = self._snapshot, self._mark
+        if held is not None and (
+            mark is None or not _older(held.resource_version, mark.resource_version)
+        ):
+            return _turn_of(held)
+        if mark is not None:
+            return turns.parse(mark.annotations.get(TURN_ANNOTATION))
+        return _turn_of(self.read())
+
     def _after_conflict(self, lost: PoolSnapshot) -> None:
-        """After a lost race, take the state that won from the watch instead of a GET."""
+        """After a lost race, wait (briefly) for the watch to say who won."""
         watch = self._pool_watch
         deadline = time.monotonic() + LEASE_CHANGE_WAIT_S
         while True:
             seen, synced, latest = watch.latest()
             if synced and latest is not None and latest.resource_version != lost.resource_version:
-                with self._cond:
-                    if self._awaiting_rv is None:
-                        self._snapshot = latest
                 return
             if time.monotonic() >= deadline:
-                return  # no news: the next attempt reads the pool
+                return
             watch.wait_change(seen, deadline)
 
     def _wait_turn(self) -> None:
@@ -387,11 +401,9 @@ class PoolWriter:
                 # Starting, or the pool does not exist yet (a watch says nothing then).
                 watch.wait_change(seen, time.monotonic() + LEASE_CHANGE_WAIT_S)
                 seen, synced, _ = watch.latest()
-            # What the watch brought, or our own last write (the batch uses it too).
-            snapshot = self._snapshot if synced else None
-            if snapshot is None:  # no watch, or no news after a lost race
-                snapshot = self.read()
-            turn, now_ms, now = _turn_of(snapshot), _now_ms(), time.monotonic()
+            # Without a watch, look at the pool itself.
+            turn = self._current_turn() if synced else _turn_of(self.read())
+            now_ms, now = _now_ms(), time.monotonic()
             if turn.may_write(self.identity, now_ms):
                 return
             if now >= give_up:
@@ -514,9 +526,13 @@ class PoolWriter:
                     marks=marks,
                 )
                 with self._cond:
-                    self._snapshot = written
-                    if self.turns and self._pool_watch.running:
-                        self._awaiting_rv = written.resource_version
+                    mark = self._mark
+                    if mark is not None and _older(written.resource_version, mark.resource_version):
+                        self._snapshot = None  # written over already
+                    else:
+                        self._snapshot = written
+                        if self.turns and self._pool_watch.running:
+                            self._awaiting_rv = written.resource_version
             except ConflictError:
                 with self._cond:
                     self._snapshot = None

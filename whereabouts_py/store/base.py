@@ -26,7 +26,7 @@ from typing import Protocol
 from whereabouts_py.core.allocator import Allocation
 from whereabouts_py.core.claims import ClaimState
 from whereabouts_py.core.ownership import PodState
-from whereabouts_py.store.values import LeaseRecord, ObjectRef, PoolSnapshot, Reservation
+from whereabouts_py.store.values import LeaseRecord, ObjectRef, PoolMark, PoolSnapshot, Reservation
 
 
 class Store(Protocol):
@@ -53,7 +53,7 @@ class Store(Protocol):
         marks: Mapping[str, str] | None = None,
     ) -> PoolSnapshot: ...
 
-    def watch_pool(self, name: str, timeout_s: float = 60.0) -> Iterator[PoolSnapshot | None]: ...
+    def watch_pool(self, name: str, timeout_s: float = 60.0) -> Iterator[PoolMark | None]: ...
 
     def delete_pool(self, snapshot: PoolSnapshot) -> bool:
         """Delete the pool if unchanged since ``snapshot`` (ConflictError if it changed);

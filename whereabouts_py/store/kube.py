@@ -45,6 +45,7 @@ from whereabouts_py.store.values import (
     WHOLE_RANGE_ANNOTATION,
     LeaseRecord,
     ObjectRef,
+    PoolMark,
     PoolSnapshot,
     Reservation,
     checked_name,
@@ -75,6 +76,8 @@ VERSION = "v1alpha1"
 POOLS = "ippools"
 RESERVATIONS = "overlappingrangeipreservations"
 LEASE_GROUP, LEASE_VERSION, LEASES = "coordination.k8s.io", "v1", "leases"
+# Objects' metadata only, in watches (and lists) of them.
+METADATA_ONLY = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1"
 # IPAMClaims (k8snetworkplumbingwg/ipamclaims), read and given a status; KubeVirt makes them.
 CLAIM_GROUP, CLAIM_VERSION, CLAIMS = "k8s.cni.cncf.io", "v1alpha1", "ipamclaims"
 # Pods are listed in pages of this many, so that a large cluster never arrives in one piece.
@@ -290,9 +293,11 @@ class _Transport:
         answer = json.loads(text) if text else {}
         return answer if isinstance(answer, dict) else {}
 
-    def stream(self, path: str, timeout_s: float) -> Iterator[dict[str, Any]]:
+    def stream(
+        self, path: str, timeout_s: float, accept: str = "application/json"
+    ) -> Iterator[dict[str, Any]]:
         """The JSON lines of a streaming GET (a watch), each parsed, until the server ends it."""
-        headers = {"Accept": "application/json", "User-Agent": USER_AGENT}
+        headers = {"Accept": accept, "User-Agent": USER_AGENT}
         token = self._authorization()
         if token:
             headers["Authorization"] = token
@@ -766,13 +771,15 @@ class KubeStore:
                 elif kind == "ERROR":  # e.g. 410 Gone: the caller opens a new watch
                     return
 
-    def watch_pool(self, name: str, timeout_s: float = 60.0) -> Iterator[PoolSnapshot | None]:
-        """Watch one IPPool: its current state first (if it exists), then every
-        change (None: deleted), until about ``timeout_s`` have passed.
+    def watch_pool(self, name: str, timeout_s: float = 60.0) -> Iterator[PoolMark | None]:
+        """Watch one IPPool's metadata: its current state first (if it exists),
+        then every change (None: deleted), until about ``timeout_s`` have passed.
 
-        For the writers of a shared pool, who follow its entries and whose turn
-        it is without reading it again and again. StoreError if the watch cannot
-        be opened or breaks (e.g. 403 without the ``watch`` verb).
+        For the writers of a shared pool, who follow whose turn it is and
+        whether what they hold is current. Only the metadata travels (the API's
+        PartialObjectMetadata), so that every node is not sent, and does not
+        parse, every version of the pool's entries. StoreError if the watch
+        cannot be opened or breaks (e.g. 403 without the ``watch`` verb).
         """
         checked_name("IPPool", name)
         query = urllib.parse.urlencode(
@@ -784,12 +791,19 @@ class KubeStore:
         )
         path = f"{_objects(GROUP, VERSION, self.namespace, POOLS)}?{query}"
         with _translated(f"watching IPPool {self.namespace}/{name}"):
-            for event in self._call.stream(path, timeout_s + 10.0):
+            for event in self._call.stream(path, timeout_s + 10.0, METADATA_ONLY):
                 kind, body = event.get("type"), event.get("object")
                 if kind == "DELETED":
                     yield None
                 elif kind in {"ADDED", "MODIFIED"} and isinstance(body, dict):
-                    yield self._pool_from(body)
+                    metadata = body.get("metadata") or {}
+                    yield PoolMark(
+                        name=str(metadata.get("name", "")),
+                        resource_version=str(metadata.get("resourceVersion")),
+                        annotations={
+                            str(k): str(v) for k, v in (metadata.get("annotations") or {}).items()
+                        },
+                    )
                 elif kind == "ERROR":  # e.g. 410 Gone: the caller opens a new watch
                     return
 

@@ -34,6 +34,7 @@ from whereabouts_py.errors import AlreadyExistsError, ConflictError, NotFoundErr
 from whereabouts_py.store.values import (
     LeaseRecord,
     ObjectRef,
+    PoolMark,
     PoolSnapshot,
     Reservation,
     checked_name,
@@ -213,8 +214,8 @@ class MemoryStore:
             events.append((self._pool_event_count, snapshot))
             self._pools_changed.notify_all()
 
-    def watch_pool(self, name: str, timeout_s: float = 60.0) -> Iterator[PoolSnapshot | None]:
-        """As KubeStore.watch_pool: the state first (if it exists), then each change."""
+    def watch_pool(self, name: str, timeout_s: float = 60.0) -> Iterator[PoolMark | None]:
+        """As KubeStore.watch_pool: the metadata first (if it exists), then each change."""
         checked_name("IPPool", name)
         self._enter("watch_pool")
         until = time.monotonic() + timeout_s
@@ -223,7 +224,7 @@ class MemoryStore:
             with self._lock:
                 current = self._pools.get(name)
         if current is not None:
-            yield current
+            yield _mark(current)
         while True:
             with self._pools_changed:
                 news = [e for e in self._pool_events.get(name, ()) if e[0] > seen]
@@ -235,7 +236,7 @@ class MemoryStore:
                     news = [e for e in self._pool_events.get(name, ()) if e[0] > seen]
                 seen = news[-1][0]
             for _, snapshot in news:
-                yield snapshot
+                yield None if snapshot is None else _mark(snapshot)
 
     # --- OverlappingRangeIPReservations -------------------------------------------
     def get_reservation(self, name: str) -> Reservation | None:
@@ -451,3 +452,8 @@ def _as_stored(holder: Allocation) -> Allocation:
 if TYPE_CHECKING:  # mypy holds both stores to the protocol
     _memory_is_a_store: type[Store] = MemoryStore
     _kube_is_a_store: type[Store] = KubeStore
+
+
+def _mark(snapshot: PoolSnapshot) -> PoolMark:
+    annotations = snapshot.metadata.get("annotations") or {}
+    return PoolMark(snapshot.name, str(snapshot.resource_version), dict(annotations))

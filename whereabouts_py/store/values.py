@@ -56,6 +56,15 @@ class PoolSnapshot:
 
 
 @dataclass(frozen=True)
+class PoolMark:
+    """An IPPool's metadata as a watch of it reports: which version, and its annotations."""
+
+    name: str
+    resource_version: str
+    annotations: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class Reservation:
     """One OverlappingRangeIPReservation (a cluster-wide claim on one address)."""
 
