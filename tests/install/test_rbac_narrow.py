@@ -93,9 +93,10 @@ def test_each_process_holds_exactly_the_verbs_its_code_uses(
         (DAEMON, POOLS): {"get", "list", "watch", "create", "update"},
         (DAEMON, RESERVATIONS): {"get", "create", "update", "delete"},
         # whereabouts_py/reconciler: get_pool, list_pools, write_pool of existing pools,
-        # delete_pool of empty blocks; get/list/create/delete_reservation (never updates one)
-        (RECONCILER, POOLS): {"get", "list", "update", "delete"},
-        (RECONCILER, RESERVATIONS): {"get", "list", "create", "delete"},
+        # delete_pool of empty blocks; get/list/create/delete_reservation (never updates one);
+        # watch_pools and watch_reservations (its caches)
+        (RECONCILER, POOLS): {"get", "list", "watch", "update", "delete"},
+        (RECONCILER, RESERVATIONS): {"get", "list", "watch", "create", "delete"},
     }
     verbs = ("get", "list", "watch", "create", "update", "patch", "delete", "deletecollection")
     for (user, resource), granted in expected.items():
