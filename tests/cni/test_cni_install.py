@@ -53,6 +53,21 @@ def test_the_shim_imports_only_the_standard_library_and_stdlib_only_modules() ->
     assert not HEAVY_STDLIB & set(loaded), HEAVY_STDLIB & set(loaded)
 
 
+def test_the_shim_leaves_out_os_and_the_collection_abcs() -> None:
+    # Each CNI call is a new process: os (with _collections_abc) is about 2 ms of it.
+    code = (
+        f"import sys; sys.path.insert(0, {PACKAGE_PARENT!r}); "
+        "import whereabouts_py.cni.shim; "
+        "sys.stdout.write(' '.join(sorted(sys.modules)))"
+    )
+    run = subprocess.run(
+        [sys.executable, "-I", "-S", "-c", code], check=True, capture_output=True, text=True
+    )
+    loaded = set(run.stdout.split())
+    assert "whereabouts_py.cni.shim" in loaded, run.stderr
+    assert not {"os", "_collections_abc", "typing", "json", "re", "socket"} & loaded
+
+
 @pytest.mark.parametrize(
     "module",
     ["whereabouts_py.cni.install", "whereabouts_py.cni.bundle", "whereabouts_py.cni.results"],

@@ -17,15 +17,13 @@ fields are left out.
 
 from __future__ import annotations
 
-# _collections_abc, not collections.abc: the latter imports the whole collections
-# package, which costs milliseconds at every CNI call.
-from _collections_abc import Mapping
-
 from whereabouts_py.errors import WhereaboutsError
 
-# typing costs milliseconds at every CNI call; it is only needed to type-check.
+# typing and the collection ABCs cost milliseconds at every CNI call; they are
+# only needed to type-check (the values checked at run time are plain dicts).
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Mapping
     from typing import Any
 
 SUPPORTED_VERSIONS = ("0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0")
@@ -50,7 +48,7 @@ def render(result: Mapping[str, Any], cni_version: str) -> dict[str, Any]:
     if routes:
         rendered["routes"] = routes
     dns = result.get("dns")
-    if dns is not None and not isinstance(dns, Mapping):
+    if dns is not None and not isinstance(dns, dict):
         raise _malformed("dns is not an object", dns)
     if dns:
         picked = _pick(dns, _DNS_KEYS)
@@ -82,7 +80,7 @@ def _list_of_objects(result: Mapping[str, Any], key: str) -> list[Mapping[str, A
     value = result.get(key)
     if value is None:
         return []
-    if not isinstance(value, list) or not all(isinstance(item, Mapping) for item in value):
+    if not isinstance(value, list) or not all(isinstance(item, dict) for item in value):
         raise _malformed(f"{key} is not a list of objects", value)
     return value
 

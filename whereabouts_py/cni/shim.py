@@ -42,7 +42,7 @@ and code 50 "not available" for STATUS.
 
 from __future__ import annotations
 
-import os
+import posix
 import sys
 
 from whereabouts_py.cni import limits, results, wire
@@ -75,6 +75,24 @@ FLAT_FILES = (
 VALID_ATTACHMENTS = "cni.dev/valid-attachments"
 
 
+# ``os`` is not imported: it costs this short-lived process more than the
+# three things it would do here (the environment, a file test, a base name).
+def _env(name: str) -> str | None:
+    value = posix.environ.get(name.encode())
+    return None if value is None else value.decode("utf-8", "surrogateescape")
+
+
+def _is_file(path: str) -> bool:
+    try:
+        return posix.stat(path).st_mode & 0o170000 == 0o100000  # S_ISREG
+    except (OSError, ValueError):
+        return False
+
+
+def _basename(path: str) -> str:
+    return path.rpartition("/")[2]
+
+
 def main(plugin_type: str | None = None) -> int:
     """Run one CNI invocation; ``plugin_type`` defaults to this executable's file name."""
     cni_version = results.LATEST_VERSION
@@ -87,7 +105,7 @@ def main(plugin_type: str | None = None) -> int:
         _check_size(stdin)
         config = _decode_config(stdin)
         cni_version = _cni_version(config)
-        own_type = plugin_type or os.path.basename(sys.argv[0])
+        own_type = plugin_type or _basename(sys.argv[0])
         if command in ("GC", "STATUS"):
             config = _plugin_config(config, own_type)
         _check_environment(command)
@@ -111,7 +129,7 @@ def main(plugin_type: str | None = None) -> int:
 
 
 def _command() -> str:
-    command = os.environ.get("CNI_COMMAND")
+    command = _env("CNI_COMMAND")
     if not command:
         raise InvalidEnvironmentError(
             "CNI_COMMAND is not set",
@@ -217,7 +235,7 @@ def _type_of(ipam: object) -> object:
 
 
 def _check_environment(command: str) -> None:
-    wire.check_environment(command, {name: os.environ.get(name, "") for name in wire.FIELDS})
+    wire.check_environment(command, {name: _env(name) or "" for name in wire.FIELDS})
 
 
 def _ipam(config: dict[str, Any], own_type: str) -> dict[str, Any]:
@@ -256,7 +274,7 @@ def _check_valid_attachments(config: dict[str, Any]) -> None:
 
 
 def _socket_path(ipam: dict[str, Any]) -> str:
-    from_env = os.environ.get(wire.SOCKET_ENV)
+    from_env = _env(wire.SOCKET_ENV)
     if from_env:
         return from_env
     if "daemon_socket" in ipam:
@@ -278,7 +296,7 @@ def _flat_file(configuration_path: object) -> tuple[str, dict[str, Any]] | None:
     if isinstance(configuration_path, str) and configuration_path:
         candidates.insert(0, configuration_path)
     for path in candidates:
-        if not os.path.isfile(path):
+        if not _is_file(path):
             continue
         try:
             with open(path, "rb") as file:
@@ -302,7 +320,7 @@ def _flat_file(configuration_path: object) -> tuple[str, dict[str, Any]] | None:
 
 
 def _timeout(command: str) -> float:
-    text = os.environ.get(TIMEOUT_ENV)
+    text = _env(TIMEOUT_ENV)
     if not text:
         return TIMEOUTS_S[command]
     try:
@@ -321,11 +339,11 @@ def _forward(
 ) -> dict[str, Any]:
     request = {
         "command": command,
-        "containerID": os.environ.get("CNI_CONTAINERID", ""),
-        "netns": os.environ.get("CNI_NETNS", ""),
-        "ifname": os.environ.get("CNI_IFNAME", ""),
-        "args": os.environ.get("CNI_ARGS", ""),
-        "path": os.environ.get("CNI_PATH", ""),
+        "containerID": (_env("CNI_CONTAINERID") or ""),
+        "netns": (_env("CNI_NETNS") or ""),
+        "ifname": (_env("CNI_IFNAME") or ""),
+        "args": (_env("CNI_ARGS") or ""),
+        "path": (_env("CNI_PATH") or ""),
         "config": config,
     }
     try:
@@ -344,7 +362,7 @@ def _internal_error(error: BaseException) -> WhereaboutsError:
         trace = trace.tb_next
     if trace is not None:
         code = trace.tb_frame.f_code
-        where = f" at {os.path.basename(code.co_filename)}:{trace.tb_lineno}"
+        where = f" at {_basename(code.co_filename)}:{trace.tb_lineno}"
     text = str(error)
     kind = type(error).__name__
     return WhereaboutsError(
