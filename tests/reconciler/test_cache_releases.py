@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
+from typing import Any
 
 import netaddr
 
@@ -18,7 +19,7 @@ from whereabouts_py.core.codec import pool_name, reservation_name
 from whereabouts_py.core.ownership import PodState
 from whereabouts_py.reconciler.cache import PoolCache
 from whereabouts_py.reconciler.collector import GarbageCollector
-from whereabouts_py.reconciler.operator import PendingPods, run_event_worker
+from whereabouts_py.reconciler.operator import PendingPods, PodWatch, run_event_worker
 from whereabouts_py.store.memory import MemoryStore
 
 NS = "shop"
@@ -278,3 +279,37 @@ def test_the_event_worker_looks_again_when_the_watch_was_behind_the_deletion() -
     # The second look still knew the deleted UID: no pod read.
     assert calls["get_pod"] == 0
     assert store.get_reservation("10.0.0.1") is None
+
+
+def summary(name: str, uid: str, phase: str = "Running", disrupted: bool = False) -> dict[str, Any]:
+    """A pod as ``KubeStore.list_pod_summaries_at`` cuts it down."""
+    conditions = [{"type": "DisruptionTarget", "status": "True"}] if disrupted else []
+    return {
+        "metadata": {"namespace": NS, "name": name, "uid": uid},
+        "status": {"phase": phase, "conditions": conditions},
+    }
+
+
+def test_the_pod_watch_queues_finished_evicted_and_deleted_pods_and_only_while_leading() -> None:
+    pending = PendingPods()
+    election = Leading()
+    watch = PodWatch(pending, election)  # type: ignore[arg-type]
+    watch.listed(
+        [
+            summary("running", "u1"),
+            summary("done", "u2", "Succeeded"),
+            summary("evicted", "u3", disrupted=True),
+        ]
+    )
+    assert watch.established.is_set()
+    watch.changed(summary("crashed", "u4", "Failed"))
+    watch.changed(summary("running", "u1"))
+    watch.deleted(summary("gone", "u5"))
+    queued = pending.take_all(timeout_s=0)
+    assert set(queued) == {f"{NS}/done", f"{NS}/evicted", f"{NS}/crashed", f"{NS}/gone"}
+    # Only a deletion reports a UID that is gone for good.
+    assert pending.take_deleted(queued) == {f"{NS}/gone": {"u5"}}
+
+    election.leading = False
+    watch.deleted(summary("later", "u6"))
+    assert pending.take_all(timeout_s=0) == {}
