@@ -32,7 +32,7 @@ from whereabouts_py.core.codec import (
     encode_allocations,
     encode_reservation,
 )
-from whereabouts_py.core.ownership import PodState, network_status_of
+from whereabouts_py.core.ownership import PodState, disruption_targeted, network_status_of
 from whereabouts_py.errors import (
     AlreadyExistsError,
     ApiUnavailableError,
@@ -951,13 +951,7 @@ def _pod_from(body: Mapping[str, Any]) -> PodState:
     status = body.get("status") or {}
     spec = body.get("spec") or {}
     annotations = metadata.get("annotations") or {}
-    conditions = status.get("conditions") or []
-    disruption = any(
-        isinstance(condition, Mapping)
-        and condition.get("type") == "DisruptionTarget"
-        and condition.get("status") == "True"
-        for condition in conditions
-    )
+    disruption = disruption_targeted(status.get("conditions"))
     statuses = [s for s in status.get("containerStatuses") or [] if isinstance(s, Mapping)]
     stopped = bool(statuses) and all(
         isinstance(s.get("state"), Mapping) and set(s["state"]) == {"terminated"} for s in statuses
