@@ -243,15 +243,17 @@ class GarbageCollector:
                 )
         return self.cache
 
-    def _reread(self, pools: Sequence[PoolSnapshot], view: PoolCache) -> list[PoolSnapshot]:
-        """The pools as they are now (gone ones left out), put in the cache too."""
+    def _reread(self, pools: Sequence[PoolSnapshot]) -> list[PoolSnapshot]:
+        """The pools as they are now (gone ones left out).
+
+        Only the watches write the cache, in the order the apiserver sent the
+        events: a fresh read put there could overwrite a newer event.
+        """
         current: list[PoolSnapshot] = []
         for cached in pools:
             pool = self.store.get_pool(cached.name, cached.cidr)
-            if pool.resource_version is None:
-                continue
-            view.put_pool(pool)
-            current.append(pool)
+            if pool.resource_version is not None:
+                current.append(pool)
         return current
 
     def _pod(self, podref: str) -> PodState | None:
@@ -275,7 +277,7 @@ class GarbageCollector:
         # are: the decision is made on the pool as it is, the cache only says where.
         pools = view.pools_holding(wanted)
         if not view.fresh:
-            pools = self._reread(pools, view)
+            pools = self._reread(pools)
         entries, _ = self._entries(pools)
         mine = [entry for entry in entries if entry.allocation.podref in wanted]
         if not mine:
@@ -535,7 +537,7 @@ class GarbageCollector:
             if not ready:
                 continue
             try:
-                gone = self._remove_from_pool(snapshots.get(pool), ready, view)
+                gone = self._remove_from_pool(snapshots.get(pool), ready)
             except StoreError as error:
                 failures += len(ready)
                 for entry, _ in ready:
@@ -565,7 +567,6 @@ class GarbageCollector:
         if cached is not None and reservation_held_by(cached.holder, entry.allocation):
             try:
                 self.store.delete_reservation(cached)
-                view.drop_reservation(cached.name)  # type: ignore[union-attr]
                 return
             except ConflictError:
                 pass  # the cache was behind: read it
@@ -575,8 +576,6 @@ class GarbageCollector:
                 return  # none, or another attachment's claim (an overlapping range): keep it
             try:
                 self.store.delete_reservation(reservation)
-                if view is not None:
-                    view.drop_reservation(reservation.name)
                 return
             except ConflictError:
                 continue  # changed since read: look again
@@ -589,7 +588,6 @@ class GarbageCollector:
         self,
         snapshot: PoolSnapshot | None,
         items: Sequence[tuple[HeldEntry, Verdict]],
-        view: PoolCache | None = None,
     ) -> set[int]:
         """Remove the entries still held by the same holder; return the freed offsets.
 
@@ -613,9 +611,7 @@ class GarbageCollector:
                 return set()
             remaining = {k: v for k, v in snapshot.allocations.items() if k not in gone}
             try:
-                written = self.store.write_pool(snapshot, remaining)
-                if view is not None:
-                    view.put_pool(written)  # ahead of its watch event
+                self.store.write_pool(snapshot, remaining)
                 return gone
             except ConflictError:
                 snapshot = None

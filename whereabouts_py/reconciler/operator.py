@@ -267,7 +267,7 @@ def run_status_refresher(
         stale = [pool for pool in cache.pools() if not pool.status_current]
         for pool in stale:
             try:
-                cache.put_pool(store.write_pool(pool, pool.allocations))
+                store.write_pool(pool, pool.allocations)  # its watch event updates the cache
             except WhereaboutsError as error:  # changed meanwhile: its writer set the status
                 log.debug("status of IPPool %s not refreshed: %s", pool.name, error)
 
