@@ -13,7 +13,7 @@ of its own. The annotation holds three things:
   died holding it stops nobody for long;
 * ``ring``: the nodes that want to write, in name order; the turn goes round
   it. A member leaves by passing the turn on when it gets it with nothing to
-  write (and nothing for a while);
+  write;
 * ``taken``: the requests for a turn (below) already taken into the ring, so
   that a request is taken once and nobody has to withdraw it.
 
@@ -144,19 +144,19 @@ def after_pass(
     node: str,
     now_ms: int,
     *,
-    stay: bool = False,
     wanting: Mapping[str, int] | None = None,
     grace_ms: int = TURN_GRACE_MS,
 ) -> Turn:
     """The turn to store when ``node`` had nothing to write.
 
-    It leaves the ring, unless ``stay`` (it expects more work soon); nodes with
-    new requests join it.
+    It leaves the ring (it asks again when it has work: staying would cost a
+    write each time the turn came round to it idle); nodes with new requests
+    join it.
     """
     new, taken = _take(turn, wanting or {}, now_ms)
     members = set(turn.ring) | new
     following = _after(node, members)
-    ring = _ring(member for member in members if stay or member != node)
+    ring = _ring(member for member in members if member != node)
     if not ring:
         return OPEN
     return Turn(following, now_ms + grace_ms if following else 0, ring, _taken(taken))

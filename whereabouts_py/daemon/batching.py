@@ -79,9 +79,6 @@ LEASE_CHANGE_WAIT_S = 0.25
 # A node that wants to write a pool taken in turns, and is not in its ring yet,
 # waits this long for the turn to open before it writes out of turn (and joins).
 JOIN_WAIT_S = 0.1
-# A member given the turn with nothing to write stays in the ring (passing the
-# turn on) if it had work within this long, and leaves it otherwise.
-STAY_S = 0.5
 # A node waits at most this long for its turn, then writes anyway.
 TURN_WAIT_LIMIT_S = 3.0
 
@@ -268,7 +265,6 @@ class PoolWriter:
         # (its earlier events are older than what we hold).
         self._awaiting_rv: str | None = None
         self._mark: PoolMark | None = None  # the pool's version and turn, as the watch said
-        self._last_demand = 0.0
 
     @property
     def lease_name(self) -> str:
@@ -291,8 +287,6 @@ class PoolWriter:
 
     def _enqueue(self, pending: _Pending) -> None:
         with self._cond:
-            if not pending.passing:
-                self._last_demand = time.monotonic()
             self._queue.append(pending)
             self._cond.notify()
             if not self._worker_running:
@@ -494,9 +488,8 @@ class PoolWriter:
                 if unchanged and turn.next == me and not turn.lapsed(now_ms):
                     # Hand on a turn we cannot use; the write (a compare-and-swap)
                     # also confirms the snapshot the answers came from.
-                    stay = time.monotonic() - self._last_demand < STAY_S
                     passed = turns.after_pass(
-                        turn, me, now_ms, stay=stay, wanting=self._wanting(now_ms)
+                        turn, me, now_ms, wanting=self._wanting(now_ms)
                     )
                     marks = {TURN_ANNOTATION: passed.encode()}
                 elif not unchanged and (coordinating or me in turn.ring):
