@@ -1,4 +1,5 @@
-"""The daemon's service with a failure or a conflict at each step of ADD, DEL and GC.
+"""The daemon's service with a failure or a conflict at each step of ADD, DEL and GC,
+and of the release of a large range's block entry that the Go plugin's object refuses.
 
 The service runs on the in-memory store (held to the real API by
 tests/store), which fails exactly the call a test names; after every failure
@@ -342,3 +343,75 @@ def test_gc_sweep_retries_a_conflict_and_spares_an_entry_rewritten_meanwhile(
     assert service.handle(gc_request("ctr-3")) == {}
     # The conflicting write was retried; the entry judged stale went, the rewritten one stays.
     assert raced and entries(store) == {2: "ctr-9", 3: "ctr-3", 4: "ctr-b"}
+
+
+# --- a large range next to the Go plugin's whole-range object: mirror and release ----------
+
+LARGE = "10.90.0.0/22"  # stored as blocks of 64 addresses
+WHOLE = "10.90.0.0-22"  # the Go plugin's object of the whole range
+BLOCK, BLOCK_CIDR = "10.90.0.0-26", "10.90.0.0/26"
+LARGE_CONFIG: dict[str, Any] = {**CONFIG, "ipam": {"type": "whereabouts", "range": LARGE}}
+GO_POD = Allocation("go-ctr", "default/go-pod", "net1")
+
+
+def with_go_object(store: FaultyStore) -> None:
+    """The Go plugin has made its whole-range object (empty)."""
+    store.write_pool(store.get_pool(WHOLE, LARGE), {})
+
+
+def test_add_mirrors_its_block_entry_into_the_go_object(store: FaultyStore) -> None:
+    with_go_object(store)
+    service = IPAMService(store, "node-a", coordination="never")
+    assert address(service.handle(request("ADD", "ctr-1", config=LARGE_CONFIG))) == "10.90.0.1/22"
+    assert entries(store, BLOCK, BLOCK_CIDR) == {1: "ctr-1"}
+    assert entries(store, WHOLE, LARGE) == {1: "ctr-1"}
+    assert reservations(store) == {"10.90.0.1": "ctr-1"}
+    # DEL frees both; a failure on the Go object's write leaves the rest for the retry.
+    store.fail_next("write_pool", outage("writing a pool"))
+    with pytest.raises(ApiUnavailableError):
+        service.handle(request("DEL", "ctr-1", config=LARGE_CONFIG))
+    assert service.handle(request("DEL", "ctr-1", config=LARGE_CONFIG)) == {}
+    assert entries(store, BLOCK, BLOCK_CIDR) == {} and entries(store, WHOLE, LARGE) == {}
+    assert reservations(store) == {}
+
+
+def test_add_whose_mirror_fails_releases_its_block_entry(store: FaultyStore) -> None:
+    with_go_object(store)
+    service = IPAMService(store, "node-a", coordination="never")
+    writes = store.calls["write_pool"]
+    store.fail_call("write_pool", writes + 2, outage("mirroring into the Go object"))
+    with pytest.raises(ApiUnavailableError, match="mirroring"):
+        service.handle(request("ADD", "ctr-1", config=LARGE_CONFIG))
+    assert entries(store, BLOCK, BLOCK_CIDR) == {} and entries(store, WHOLE, LARGE) == {}
+    assert reservations(store) == {}
+
+
+def test_add_whose_reservation_fails_after_the_mirror_releases_both(store: FaultyStore) -> None:
+    with_go_object(store)
+    service = IPAMService(store, "node-a", coordination="never")
+    store.fail_next("create_reservation", outage("creating the reservation"))
+    with pytest.raises(ApiUnavailableError, match="creating the reservation"):
+        service.handle(request("ADD", "ctr-1", config=LARGE_CONFIG))
+    assert entries(store, BLOCK, BLOCK_CIDR) == {} and entries(store, WHOLE, LARGE) == {}
+    assert reservations(store) == {}
+
+
+def test_add_that_finds_the_go_plugin_took_its_address_moves_on(store: FaultyStore) -> None:
+    with_go_object(store)
+    service = IPAMService(store, "node-a", coordination="never")
+    original_write = store.write_pool
+    raced = False
+
+    def go_takes_it_first(current: Any, allocations: Any, **kwargs: Any) -> Any:
+        nonlocal raced
+        written = original_write(current, allocations, **kwargs)
+        if not raced and current.name == BLOCK:
+            raced = True  # the Go plugin's ADD lands between our block write and our mirror
+            original_write(store.get_pool(WHOLE, LARGE), {1: GO_POD})
+        return written
+
+    store.write_pool = go_takes_it_first  # type: ignore[method-assign]
+    assert address(service.handle(request("ADD", "ctr-1", config=LARGE_CONFIG))) == "10.90.0.2/22"
+    assert entries(store, BLOCK, BLOCK_CIDR) == {2: "ctr-1"}
+    assert entries(store, WHOLE, LARGE) == {1: "go-ctr", 2: "ctr-1"}
+    assert reservations(store) == {"10.90.0.2": "ctr-1"}
