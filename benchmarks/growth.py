@@ -11,9 +11,10 @@ kubelet), each holding one address: entries written into /24 IPPools spread
 over 100 or 1,000 pool objects, with their reservations, as the daemons
 write them. At each size a reconciler process starts (its start-up: the
 listing of pools, reservations and pods, and the first sweep), then extra
-pods holding an address are deleted one at a time; the release latency is
-from the DELETE's answer to the reconciler's "released" log line (written
-after its write). API requests and bytes per deletion are the apiserver's
+pods holding an address are deleted one at a time, then as many all at once
+(a burst, 8 DELETEs in flight); the release latency is from the DELETE's
+answer to the reconciler's "released" log line (written after its write;
+for the burst, by the line's own timestamp). API requests and bytes per deletion are the apiserver's
 own counts (``apiserver_request_total``, ``apiserver_response_sizes`` of
 reads and ``apiserver_request_body_size_bytes`` of writes) over the
 deletions, without the benchmark's own pod DELETEs, watches and the
@@ -32,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import datetime as dt
 import json
 import os
 import platform
@@ -294,9 +296,10 @@ def reconciler_curve(
                 ]
             )
             held = pods_count
-            victims = [f"v{pools_count}-{pods_count}-{j}" for j in range(deletions)]
+            # The first half is deleted one at a time, the second all at once.
+            victims = [f"v{pools_count}-{pods_count}-{j}" for j in range(2 * deletions)]
             victim_uids = create_pods(core, victims)
-            per_pool = -(-deletions // pools_count)
+            per_pool = -(-len(victims) // pools_count)
             base = 254 - per_pool * (point + 1) + 1
             addresses = pools.add(
                 [
@@ -328,6 +331,42 @@ def holder(pod: str, uid: str) -> Allocation:
     return Allocation(f"ctr-{pod}", f"{PODS_NAMESPACE}/{pod}", "net1", node="node-a", pod_uid=uid)
 
 
+RELEASED = re.compile(
+    r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) .*released address=(\S+) ", re.MULTILINE
+)
+
+
+def burst_latencies(
+    run: ReconcilerRun, core: client.CoreV1Api, victims: Sequence[str], addresses: dict[str, str]
+) -> list[float]:
+    """Delete ``victims`` all at once; each one's seconds from its DELETE's answer to
+    the reconciler's log line (its own timestamp) of the release."""
+    deleted_at: dict[str, float] = {}
+    by_address = {addresses[name]: name for name in victims}
+
+    def kill(name: str) -> None:
+        core.delete_namespaced_pod(name, PODS_NAMESPACE, grace_period_seconds=0)
+        deleted_at[name] = time.time()
+
+    offset = run.log.stat().st_size
+    parallel(kill, victims, workers=8)
+    released: dict[str, float] = {}
+    deadline = time.monotonic() + 120
+    while len(released) < len(victims):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{len(victims) - len(released)} burst releases not seen")
+        time.sleep(0.05)
+        with run.log.open("rb") as handle:
+            handle.seek(offset)
+            text = handle.read().decode(errors="replace")
+        for stamp, address in RELEASED.findall(text):
+            name = by_address.get(address)
+            if name is not None and name not in released:
+                moment = dt.datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S,%f").timestamp()
+                released[name] = moment
+    return [max(0.0, released[name] - deleted_at[name]) for name in victims]
+
+
 def measure_reconciler(  # noqa: PLR0917
     plane: ControlPlane,
     core: client.CoreV1Api,
@@ -336,6 +375,8 @@ def measure_reconciler(  # noqa: PLR0917
     victims: Sequence[str],
     addresses: dict[str, str],
 ) -> dict[str, Any]:
+    half = len(victims) // 2
+    victims, burst = victims[:half], victims[half:]
     run = start_reconciler(plane, namespace, log)
     try:
         started = time.perf_counter()
@@ -357,8 +398,21 @@ def measure_reconciler(  # noqa: PLR0917
         time.sleep(0.5)  # the Events are posted after the release
         after = api_figures(plane)
         rss, peak = rss_mb(run.process.pid)
+        burst_before = api_figures(plane)
+        in_burst = burst_latencies(run, core, burst, addresses)
+        time.sleep(0.5)
+        burst_after = api_figures(plane)
+        rss, peak = rss_mb(run.process.pid)
     finally:
         run.stop()
+    burst_requests = sum(
+        value
+        for key, value in (burst_after - burst_before).requests.items()
+        if value > 0
+        and key[1] not in {"WATCH", "CONNECT"}
+        and key[0] not in {"leases", ""}
+        and key != ("pods", "DELETE")
+    )
     delta = after - before
     mine = Counter(
         {
@@ -383,6 +437,9 @@ def measure_reconciler(  # noqa: PLR0917
         "startup_rss_mb": startup_rss,
         "p50_ms": percentile(latencies, 0.5) * 1000,
         "p99_ms": percentile(latencies, 0.99) * 1000,
+        "burst_p50_ms": percentile(in_burst, 0.5) * 1000,
+        "burst_p99_ms": percentile(in_burst, 0.99) * 1000,
+        "burst_requests": burst_requests / len(burst),
         "requests": mine,
         "lease_requests": sum(v for k, v in delta.requests.items() if k[0] == "leases" and v > 0),
         "bytes": data,
@@ -399,7 +456,9 @@ def print_reconciler_row(row: dict[str, Any], deletions: int) -> None:
     without_events = total - requests[("events", "POST")]
     breakdown = ", ".join(f"{r} {v}: {n / deletions:.2f}" for (r, v), n in sorted(requests.items()))
     print(
-        f"  -> release p50 {row['p50_ms']:.0f} ms, p99 {row['p99_ms']:.0f} ms; "
+        f"  -> release p50 {row['p50_ms']:.0f} ms, p99 {row['p99_ms']:.0f} ms one at a time; "
+        f"{deletions} at once: p50 {row['burst_p50_ms']:.0f} ms, p99 "
+        f"{row['burst_p99_ms']:.0f} ms, {row['burst_requests']:.2f} requests/deletion;\n     "
         f"{total / deletions:.2f} requests/deletion ({without_events / deletions:.2f} without "
         f"Events), {row['bytes'] / deletions / 1024:.1f} KiB/deletion; "
         f"CPU {row['cpu_ms_per_deletion']:.1f} ms/deletion (apiserver+etcd "
@@ -556,7 +615,8 @@ def print_tables(
     if reconciler:
         print("\nReconciler (one deletion at a time):")
         print(
-            "| pods | pools | release p50 | release p99 | requests/deletion (w/o Events) "
+            "| pods | pools | release p50 / p99 | burst p50 / p99 | requests/deletion "
+            "(w/o Events; burst) "
             "| KiB/deletion | CPU ms/deletion (apiserver+etcd) | RSS MB (peak) | start-up s "
             "| sweep s |"
         )
@@ -565,9 +625,11 @@ def print_tables(
             total = sum(row["requests"].values())
             events = row["requests"][("events", "POST")]
             print(
-                f"| {row['pods']:,} | {row['pools']:,} | {row['p50_ms']:.0f} ms "
-                f"| {row['p99_ms']:.0f} ms | {total / deletions:.2f} "
-                f"({(total - events) / deletions:.2f}) | {row['bytes'] / deletions / 1024:.1f} "
+                f"| {row['pods']:,} | {row['pools']:,} "
+                f"| {row['p50_ms']:.0f} / {row['p99_ms']:.0f} ms "
+                f"| {row['burst_p50_ms']:.0f} / {row['burst_p99_ms']:.0f} ms "
+                f"| {total / deletions:.2f} ({(total - events) / deletions:.2f}; "
+                f"{row['burst_requests']:.2f}) | {row['bytes'] / deletions / 1024:.1f} "
                 f"| {row['cpu_ms_per_deletion']:.1f} ({row['plane_ms_per_deletion']:.1f}) "
                 f"| {row['rss_mb']:.0f} ({row['peak_rss_mb']:.0f}) "
                 f"| {row['ready_s']:.1f} | {row['sweep_s']:.2f} |"

@@ -71,6 +71,7 @@ import logging
 import random
 import time
 from collections.abc import Callable, Collection, Hashable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
@@ -124,6 +125,11 @@ EVENT_REPAIRED = "IPAddressReservationRepaired"
 COMPONENT = "whereabouts-py-reconciler"
 
 K = TypeVar("K", bound=Hashable)
+A = TypeVar("A")
+R = TypeVar("R")
+# Pools released (and Events posted) at once in a batch: the apiserver, not this
+# process, is the limit, and it has other clients.
+PARALLEL_REQUESTS = 4
 
 
 class FirstSeen(Generic[K]):
@@ -249,12 +255,8 @@ class GarbageCollector:
         Only the watches write the cache, in the order the apiserver sent the
         events: a fresh read put there could overwrite a newer event.
         """
-        current: list[PoolSnapshot] = []
-        for cached in pools:
-            pool = self.store.get_pool(cached.name, cached.cidr)
-            if pool.resource_version is not None:
-                current.append(pool)
-        return current
+        read = _concurrently(lambda pool: self.store.get_pool(pool.name, pool.cidr), pools)
+        return [pool for pool in read if pool.resource_version is not None]
 
     def _pod(self, podref: str) -> PodState | None:
         namespace, _, name = podref.partition("/")
@@ -521,39 +523,59 @@ class GarbageCollector:
             by_pool.setdefault(entry.pool, []).append((entry, verdict))
         released: list[Released] = []
         failures = 0
-        for pool, items in sorted(by_pool.items()):
-            if not self._leading():
-                log.warning("no longer leading: %d pools left unreleased", len(by_pool))
-                break
-            ready: list[tuple[HeldEntry, Verdict]] = []
-            for entry, verdict in items:
-                try:
-                    self._drop_reservation(entry, view)
-                except StoreError as error:
-                    failures += 1
-                    self._failed(entry, pods, f"deleting its reservation: {error}")
-                    continue
-                ready.append((entry, verdict))
-            if not ready:
-                continue
-            try:
-                gone = self._remove_from_pool(snapshots.get(pool), ready)
-            except StoreError as error:
-                failures += len(ready)
-                for entry, _ in ready:
-                    self._failed(entry, pods, f"updating IPPool {pool}: {error}")
-                continue
-            for entry, verdict in ready:
-                if entry.offset in gone:
-                    released.append(Released(entry, verdict))
-                else:
-                    log.info(
-                        "not released address=%s pool=%s pod=%s: the entry changed meanwhile",
-                        entry.address,
-                        pool,
-                        entry.allocation.podref,
-                    )
+        # Pools are independent: a burst of deletions over many pools is released
+        # a few pools at a time (each pool's own steps stay in order).
+        outcomes = _concurrently(
+            lambda item: self._release_in_pool(item[0], item[1], snapshots, pods, view),
+            sorted(by_pool.items()),
+        )
+        for pool_released, pool_failures in outcomes:
+            released += pool_released
+            failures += pool_failures
         self._announce(released, pods)
+        return released, failures
+
+    def _release_in_pool(
+        self,
+        pool: str,
+        items: Sequence[tuple[HeldEntry, Verdict]],
+        snapshots: Mapping[str, PoolSnapshot],
+        pods: Mapping[str, PodState | None],
+        view: PoolCache | None,
+    ) -> tuple[list[Released], int]:
+        """One pool's releases: reservations first, then one write of the pool."""
+        if not self._leading():
+            log.warning("no longer leading: IPPool %s left unreleased", pool)
+            return [], 0
+        failures = 0
+        ready: list[tuple[HeldEntry, Verdict]] = []
+        for entry, verdict in items:
+            try:
+                self._drop_reservation(entry, view)
+            except StoreError as error:
+                failures += 1
+                self._failed(entry, pods, f"deleting its reservation: {error}")
+                continue
+            ready.append((entry, verdict))
+        if not ready:
+            return [], failures
+        try:
+            gone = self._remove_from_pool(snapshots.get(pool), ready)
+        except StoreError as error:
+            for entry, _ in ready:
+                self._failed(entry, pods, f"updating IPPool {pool}: {error}")
+            return [], failures + len(ready)
+        released: list[Released] = []
+        for entry, verdict in ready:
+            if entry.offset in gone:
+                released.append(Released(entry, verdict))
+            else:
+                log.info(
+                    "not released address=%s pool=%s pod=%s: the entry changed meanwhile",
+                    entry.address,
+                    pool,
+                    entry.allocation.podref,
+                )
         return released, failures
 
     def _drop_reservation(self, entry: HeldEntry, view: PoolCache | None = None) -> None:
@@ -842,9 +864,12 @@ class GarbageCollector:
             )
             target = self._target(entry, pods.get(entry.allocation.podref))
             grouped.setdefault(target, []).append(item)
-        for target, items in grouped.items():
-            described = ", ".join(_describe(item) for item in items)
-            self._event(target, EVENT_RELEASED, f"released {described}")
+        _concurrently(
+            lambda group: self._event(
+                group[0], EVENT_RELEASED, f"released {', '.join(_describe(i) for i in group[1])}"
+            ),
+            list(grouped.items()),
+        )
 
     def _failed(self, entry: HeldEntry, pods: Mapping[str, PodState | None], problem: str) -> None:
         metrics.count_failure("release")
@@ -877,6 +902,14 @@ class GarbageCollector:
             log.info(
                 "could not record Event %s on %s %s: %s", reason, about.kind, about.name, error
             )
+
+
+def _concurrently(action: Callable[[A], R], items: Sequence[A]) -> list[R]:
+    """``action`` of every item, in order; a few at a time when there are many."""
+    if len(items) <= 2:
+        return [action(item) for item in items]
+    with ThreadPoolExecutor(max_workers=min(PARALLEL_REQUESTS, len(items))) as pool:
+        return list(pool.map(action, items))
 
 
 def _describe(item: Released) -> str:
