@@ -17,7 +17,7 @@ from typing import Any
 from whereabouts_py.core import turns
 from whereabouts_py.core.allocator import Allocation
 from whereabouts_py.daemon.batching import PoolWriter
-from whereabouts_py.errors import ConflictError
+from whereabouts_py.errors import ConflictError, ForbiddenError
 from whereabouts_py.store.memory import MemoryStore
 from whereabouts_py.store.values import PoolSnapshot
 
@@ -103,3 +103,40 @@ def test_a_turn_named_for_a_silent_node_lapses() -> None:
     waited = time.monotonic() - started
     assert 0.3 <= waited < 3.0, waited
     assert "node-gone" not in turn_of(store).ring
+
+
+def test_lost_races_injected_at_any_write_are_redone() -> None:
+    store = CountingStore()
+    nodes = writers(store, 2)
+    store.fail("write_pool", *(ConflictError("injected", "test") for _ in range(3)))
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        offsets = list(pool.map(lambda i: nodes[i % 2].run(assign(i)), range(12)))
+    assert sorted(offsets) == list(range(1, 13))
+    assert len(store.get_pool(POOL, CIDR).allocations) == 12
+
+
+def test_without_the_right_to_watch_the_writers_look_at_the_pool() -> None:
+    store = CountingStore()
+    store.fail("watch_pool", *(ForbiddenError("no watch", "test") for _ in range(5)))
+    nodes = writers(store, 3)
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        offsets = list(pool.map(lambda i: nodes[i % 3].run(assign(i)), range(30)))
+    assert sorted(offsets) == list(range(1, 31))
+    assert store.calls["watch_pool"] <= 3  # each gave up watching after its refusal
+    assert store.calls["get_pool"] > 0
+
+
+def test_a_newcomer_that_cannot_ask_for_a_turn_writes_out_of_turn() -> None:
+    store = CountingStore()
+    until = int(time.time() * 1000) + 30_000
+    store.write_pool(
+        store.get_pool(POOL, CIDR),
+        {},
+        marks={turns.TURN_ANNOTATION: turns.Turn("node-x", until, ("node-x",)).encode()},
+    )
+    store.fail("get_lease", ForbiddenError("no Lease rights", "test"))
+    (node,) = writers(store, 1)
+    started = time.monotonic()
+    assert node.run(assign(1)) == 1
+    assert time.monotonic() - started < turns.TURN_GRACE_MS / 1000
+    assert turn_of(store).ring == ("node-0", "node-x")

@@ -51,8 +51,8 @@ from whereabouts_py.errors import (
     WhereaboutsError,
 )
 from whereabouts_py.metrics import daemon as metrics
-from whereabouts_py.store.kube import KubeStore, LeaseRecord, PoolSnapshot
-from whereabouts_py.store.values import PoolMark, pool_lease_name
+from whereabouts_py.store.base import Store
+from whereabouts_py.store.values import LeaseRecord, PoolMark, PoolSnapshot, pool_lease_name
 
 log = logging.getLogger(__name__)
 
@@ -211,7 +211,7 @@ class PoolWriter:
 
     def __init__(
         self,
-        store: KubeStore,
+        store: Store,
         name: str,
         cidr: str,
         identity: str,

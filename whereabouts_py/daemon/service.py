@@ -259,7 +259,7 @@ class IPAMService:
                 sharded = shard.network != shard.whole.network  # a block of a large range
                 writer = PoolWriter(
                     # PoolWriter still names KubeStore but uses only Store methods.
-                    self.store,  # type: ignore[arg-type]
+                    self.store,
                     name,
                     shard.cidr,
                     identity=self.node,
