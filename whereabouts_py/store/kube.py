@@ -753,23 +753,10 @@ class KubeStore:
         watch cannot be opened or breaks (e.g. 403 without the ``watch`` verb).
         """
         checked_name("Lease", name)
-        query = urllib.parse.urlencode(
-            {
-                "watch": "1",
-                "fieldSelector": f"metadata.name={name}",
-                "timeoutSeconds": str(max(1, round(timeout_s))),
-            }
-        )
-        path = f"{_objects(LEASE_GROUP, LEASE_VERSION, self.lease_namespace, LEASES)}?{query}"
-        with _translated(f"watching Lease {self.lease_namespace}/{name}"):
-            for event in self._call.stream(path, timeout_s + 10.0):
-                kind, body = event.get("type"), event.get("object")
-                if kind == "DELETED":
-                    yield None
-                elif kind in {"ADDED", "MODIFIED"} and isinstance(body, dict):
-                    yield self._lease_from(body)
-                elif kind == "ERROR":  # e.g. 410 Gone: the caller opens a new watch
-                    return
+        where = _objects(LEASE_GROUP, LEASE_VERSION, self.lease_namespace, LEASES)
+        what = f"Lease {self.lease_namespace}/{name}"
+        for body in self._watch_one(where, name, what, timeout_s):
+            yield None if body is None else self._lease_from(body)
 
     def watch_pool(self, name: str, timeout_s: float = 60.0) -> Iterator[PoolMark | None]:
         """Watch one IPPool's metadata: its current state first (if it exists),
@@ -782,6 +769,30 @@ class KubeStore:
         cannot be opened or breaks (e.g. 403 without the ``watch`` verb).
         """
         checked_name("IPPool", name)
+        where = _objects(GROUP, VERSION, self.namespace, POOLS)
+        what = f"IPPool {self.namespace}/{name}"
+        for body in self._watch_one(where, name, what, timeout_s, METADATA_ONLY):
+            if body is None:
+                yield None
+                continue
+            metadata = body.get("metadata") or {}
+            yield PoolMark(
+                name=str(metadata.get("name", "")),
+                resource_version=str(metadata.get("resourceVersion")),
+                annotations={
+                    str(k): str(v) for k, v in (metadata.get("annotations") or {}).items()
+                },
+            )
+
+    def _watch_one(
+        self,
+        collection: str,
+        name: str,
+        what: str,
+        timeout_s: float,
+        accept: str = "application/json",
+    ) -> Iterator[dict[str, Any] | None]:
+        """The states of one object of ``collection`` by a watch (None: deleted)."""
         query = urllib.parse.urlencode(
             {
                 "watch": "1",
@@ -789,21 +800,13 @@ class KubeStore:
                 "timeoutSeconds": str(max(1, round(timeout_s))),
             }
         )
-        path = f"{_objects(GROUP, VERSION, self.namespace, POOLS)}?{query}"
-        with _translated(f"watching IPPool {self.namespace}/{name}"):
-            for event in self._call.stream(path, timeout_s + 10.0, METADATA_ONLY):
+        with _translated(f"watching {what}"):
+            for event in self._call.stream(f"{collection}?{query}", timeout_s + 10.0, accept):
                 kind, body = event.get("type"), event.get("object")
                 if kind == "DELETED":
                     yield None
                 elif kind in {"ADDED", "MODIFIED"} and isinstance(body, dict):
-                    metadata = body.get("metadata") or {}
-                    yield PoolMark(
-                        name=str(metadata.get("name", "")),
-                        resource_version=str(metadata.get("resourceVersion")),
-                        annotations={
-                            str(k): str(v) for k, v in (metadata.get("annotations") or {}).items()
-                        },
-                    )
+                    yield body
                 elif kind == "ERROR":  # e.g. 410 Gone: the caller opens a new watch
                     return
 
