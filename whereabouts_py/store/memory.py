@@ -19,7 +19,7 @@ import time
 from collections import defaultdict, deque
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from whereabouts_py.core.allocator import Allocation
 from whereabouts_py.core.claims import ClaimState, allocated_conditions
@@ -49,6 +49,9 @@ if TYPE_CHECKING:
 SERVER_VERSION = "memory"
 
 
+T = TypeVar("T")
+
+
 @dataclass(frozen=True)
 class RecordedEvent:
     about: ObjectRef
@@ -70,18 +73,13 @@ class MemoryStore:
         self.namespace = checked_namespace(namespace)
         self._clock = clock
         self._lock = threading.Lock()
-        self._pools_changed = threading.Condition()
-        # Each pool's changes, numbered, for watches (as many as a watch may lag).
-        self._pool_events: dict[str, deque[tuple[int, PoolSnapshot | None]]] = {}
-        self._pool_event_count = 0
+        self._pool_log: _ChangeLog[PoolSnapshot] = _ChangeLog()
         self._version = 0
         self._pools: dict[str, PoolSnapshot] = {}
         self._reservations: dict[str, Reservation] = {}
         self._leases: dict[str, LeaseRecord] = {}
         # Each Lease's changes, numbered, for watch_lease (as many as a watch may lag).
-        self._leases_changed = threading.Condition()
-        self._lease_events: dict[str, deque[tuple[int, LeaseRecord | None]]] = {}
-        self._lease_event_count = 0
+        self._lease_log: _ChangeLog[LeaseRecord] = _ChangeLog()
         self._pods: dict[tuple[str, str], PodState] = {}
         self._claims: dict[tuple[str, str], ClaimState] = {}
         self._faults: dict[str, deque[WhereaboutsError]] = defaultdict(deque)
@@ -188,7 +186,7 @@ class MemoryStore:
                 ),
             )
             self._pools[snapshot.name] = written
-        self._pool_changed(snapshot.name, written)
+        self._pool_log.record(snapshot.name, written)
         return written
 
     def delete_pool(self, snapshot: PoolSnapshot) -> bool:
@@ -204,39 +202,15 @@ class MemoryStore:
                     "precondition failed: the object has been modified",
                 )
             del self._pools[snapshot.name]
-        self._pool_changed(snapshot.name, None)
+        self._pool_log.record(snapshot.name, None)
         return True
-
-    def _pool_changed(self, name: str, snapshot: PoolSnapshot | None) -> None:
-        with self._pools_changed:
-            self._pool_event_count += 1
-            events = self._pool_events.setdefault(name, deque(maxlen=4096))
-            events.append((self._pool_event_count, snapshot))
-            self._pools_changed.notify_all()
 
     def watch_pool(self, name: str, timeout_s: float = 60.0) -> Iterator[PoolMark | None]:
         """As KubeStore.watch_pool: the metadata first (if it exists), then each change."""
         checked_name("IPPool", name)
         self._enter("watch_pool")
-        until = time.monotonic() + timeout_s
-        with self._pools_changed:
-            seen = self._pool_event_count
-            with self._lock:
-                current = self._pools.get(name)
-        if current is not None:
-            yield _mark(current)
-        while True:
-            with self._pools_changed:
-                news = [e for e in self._pool_events.get(name, ()) if e[0] > seen]
-                while not news:
-                    remaining = until - time.monotonic()
-                    if remaining <= 0:
-                        return
-                    self._pools_changed.wait(remaining)
-                    news = [e for e in self._pool_events.get(name, ()) if e[0] > seen]
-                seen = news[-1][0]
-            for _, snapshot in news:
-                yield None if snapshot is None else _mark(snapshot)
+        for snapshot in self._pool_log.follow(name, self._pools.get, self._lock, timeout_s):
+            yield None if snapshot is None else _mark(snapshot)
 
     # --- OverlappingRangeIPReservations -------------------------------------------
     def get_reservation(self, name: str) -> Reservation | None:
@@ -326,7 +300,7 @@ class MemoryStore:
                 notes={**(stored.notes if stored is not None else {}), **(notes or {})},
             )
             self._leases[name] = record
-        self._lease_changed(name, record)
+        self._lease_log.record(name, record)
         return record
 
     def delete_lease(self, record: LeaseRecord) -> bool:
@@ -342,40 +316,15 @@ class MemoryStore:
                     "precondition failed: the object has been modified",
                 )
             del self._leases[record.name]
-        self._lease_changed(record.name, None)
+        self._lease_log.record(record.name, None)
         return True
-
-    def _lease_changed(self, name: str, record: LeaseRecord | None) -> None:
-        with self._leases_changed:
-            self._lease_event_count += 1
-            events = self._lease_events.setdefault(name, deque(maxlen=4096))
-            events.append((self._lease_event_count, record))
-            self._leases_changed.notify_all()
 
     def watch_lease(self, name: str, timeout_s: float = 60.0) -> Iterator[LeaseRecord | None]:
         """As KubeStore.watch_lease: the Lease first (if it exists), then every change
         (None: deleted), until ``timeout_s`` have passed."""
         checked_name("Lease", name)
         self._enter("watch_lease")
-        until = time.monotonic() + timeout_s
-        with self._leases_changed:
-            seen = self._lease_event_count
-            with self._lock:
-                current = self._leases.get(name)
-        if current is not None:
-            yield current
-        while True:
-            with self._leases_changed:
-                news = [e for e in self._lease_events.get(name, ()) if e[0] > seen]
-                while not news:
-                    remaining = until - time.monotonic()
-                    if remaining <= 0:
-                        return
-                    self._leases_changed.wait(remaining)
-                    news = [e for e in self._lease_events.get(name, ()) if e[0] > seen]
-                seen = news[-1][0]
-            for _, record in news:
-                yield record
+        yield from self._lease_log.follow(name, self._leases.get, self._lock, timeout_s)
 
     # --- Pods (read only) ----------------------------------------------------------
     def get_pod(self, namespace: str, name: str) -> PodState | None:
@@ -457,3 +406,47 @@ if TYPE_CHECKING:  # mypy holds both stores to the protocol
 def _mark(snapshot: PoolSnapshot) -> PoolMark:
     annotations = snapshot.metadata.get("annotations") or {}
     return PoolMark(snapshot.name, str(snapshot.resource_version), dict(annotations))
+
+
+class _ChangeLog(Generic[T]):
+    """Every change of the objects of one kind, numbered, for watches of one object."""
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        self._count = 0
+        # As many changes per object as a watch may lag behind.
+        self._events: dict[str, deque[tuple[int, T | None]]] = {}
+
+    def record(self, name: str, value: T | None) -> None:
+        with self._changed:
+            self._count += 1
+            self._events.setdefault(name, deque(maxlen=4096)).append((self._count, value))
+            self._changed.notify_all()
+
+    def follow(
+        self,
+        name: str,
+        current: Callable[[str], T | None],
+        lock: threading.Lock,
+        timeout_s: float,
+    ) -> Iterator[T | None]:
+        """The object's state first (if it exists), then every change, until the timeout."""
+        until = time.monotonic() + timeout_s
+        with self._changed:
+            seen = self._count
+            with lock:
+                state = current(name)
+        if state is not None:
+            yield state
+        while True:
+            with self._changed:
+                news = [event for event in self._events.get(name, ()) if event[0] > seen]
+                while not news:
+                    remaining = until - time.monotonic()
+                    if remaining <= 0:
+                        return
+                    self._changed.wait(remaining)
+                    news = [event for event in self._events.get(name, ()) if event[0] > seen]
+                seen = news[-1][0]
+            for _, value in news:
+                yield value
