@@ -488,9 +488,7 @@ class PoolWriter:
                 if unchanged and turn.next == me and not turn.lapsed(now_ms):
                     # Hand on a turn we cannot use; the write (a compare-and-swap)
                     # also confirms the snapshot the answers came from.
-                    passed = turns.after_pass(
-                        turn, me, now_ms, wanting=self._wanting(now_ms)
-                    )
+                    passed = turns.after_pass(turn, me, now_ms, wanting=self._wanting(now_ms))
                     marks = {TURN_ANNOTATION: passed.encode()}
                 elif not unchanged and (coordinating or me in turn.ring):
                     written_turn = turns.after_write(
