@@ -28,6 +28,7 @@ from .harness import Cluster, Reconciler, running_reconciler, wait_until
 pytestmark = pytest.mark.kube
 
 RELEASE_BOUND_S = 5.0
+RELEASED_EVENT = "IPAddressGarbageCollected"
 
 
 @pytest.fixture(scope="module")
@@ -124,11 +125,13 @@ def test_deleting_a_pod_releases_its_addresses_on_two_networks_within_seconds(
     assert elapsed < RELEASE_BOUND_S
     assert reconciler.count("reason=pod_deleted") >= 2
     assert reconciler.metrics()['whereabouts_gc_releases_total{reason="pod_deleted"}'] >= 2
-    events = cluster.events("IPAddressGarbageCollected")
-    assert {event.involved_object.name for event in events} >= {
-        "10.110.0.0-24",
-        "backend-10.110.0.0-24",
-    }
+    # The Events follow the releases (posted after them, a few at a time).
+    wanted = {"10.110.0.0-24", "backend-10.110.0.0-24"}
+    wait_until(
+        lambda: wanted <= {e.involved_object.name for e in cluster.events(RELEASED_EVENT)},
+        timeout_s=10,
+        what="the release Events on both pools",
+    )
 
 
 def test_finished_and_evicted_pods_release_their_addresses(
@@ -172,9 +175,15 @@ def test_finished_and_evicted_pods_release_their_addresses(
     assert "10.111.0.4" in cluster.reservations()
     assert reconciler.count("reason=pod_finished") >= 2
     assert reconciler.count("reason=pod_disrupted") >= 1
-    # The pods still exist: the Events are on them.
-    on_pods = {event.involved_object.name for event in cluster.events("IPAddressGarbageCollected")}
-    assert {"done", "crashed", "evicted"} <= on_pods
+    # The pods still exist: the Events are on them (posted just after the releases).
+    wait_until(
+        lambda: (
+            {"done", "crashed", "evicted"}
+            <= {e.involved_object.name for e in cluster.events(RELEASED_EVENT)}
+        ),
+        timeout_s=10,
+        what="the release Events on the pods",
+    )
     # kopf keeps no state on pods: no finalizer, no annotation, no status of its own.
     for name in uids:
         pod = cluster.core.read_namespaced_pod(name, cluster.namespace)
