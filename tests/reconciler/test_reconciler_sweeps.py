@@ -104,7 +104,13 @@ def test_live_pods_keep_their_addresses_and_a_contradicted_one_goes_only_after_t
     assert "10.121.0.3" not in cluster.reservations()
     assert sweeper.count("address=10.121.0.3 pool=10.121.0.0-24") == 1
     assert "reason=not_in_network_status" in sweeper.text()
-    assert "stale" in {e.involved_object.name for e in cluster.events("IPAddressGarbageCollected")}
+    wait_until(  # the Event follows the release
+        lambda: (
+            "stale" in {e.involved_object.name for e in cluster.events("IPAddressGarbageCollected")}
+        ),
+        timeout_s=10,
+        what="the release Event on the pod",
+    )
 
     # Sweeps go on; the live pods keep their addresses.
     sweeps = sweeper.count("sweep finished")
