@@ -296,6 +296,42 @@ def test_deleting_the_claim_frees_its_addresses_within_seconds(lab: Lab, tmp_pat
     assert lab.entries()["10.120.0.2"]["ipamclaimref"] == f"{lab.namespace}/vm-k.blue"
 
 
+CLAIM_CRD = Path(__file__).resolve().parents[2] / "crds/ipamclaims/k8s.cni.cncf.io_ipamclaims.yaml"
+
+
+def test_a_reconciler_started_before_the_claim_crd_acts_on_claims_once_it_exists(
+    lab: Lab, tmp_path: Path
+) -> None:
+    """KubeVirt installed after whereabouts-py: no restart needed for claim deletions."""
+    lab.plane.kubectl("delete", "crd", "ipamclaims.k8s.cni.cncf.io", "--wait=true")
+    try:
+        with running_reconciler(
+            lab.plane, lab.namespace, tmp_path / "rec", sweep_interval_s=300.0
+        ) as reconciler:
+            reconciler.wait_for("IPAMClaims: not served", timeout_s=20)
+            lab.plane.kubectl("apply", "-f", str(CLAIM_CRD))
+            lab.plane.kubectl(
+                "wait", "--for=condition=established", "crd/ipamclaims.k8s.cni.cncf.io"
+            )
+            reconciler.wait_for("IPAMClaims: served now", timeout_s=30)
+            lab.claim("vm-l.blue")
+            uid = lab.pod("launcher-l-1", "node-a", claimed("vm-l.blue"))
+            assert lab.cni("ADD", "node-a", "launcher-l-1", uid).addresses() == [
+                "10.120.0.1/28",
+                "fd00:120::1/124",
+            ]
+            lab.delete_claim("vm-l.blue")
+            took = wait_until(
+                lambda: lab.entries() == {},
+                timeout_s=10,
+                what="the deleted claim's addresses released",
+            )
+            assert took < 10
+    finally:
+        lab.plane.kubectl("apply", "-f", str(CLAIM_CRD))
+        lab.plane.kubectl("wait", "--for=condition=established", "crd/ipamclaims.k8s.cni.cncf.io")
+
+
 def test_the_sweep_frees_what_a_vanished_claim_owned(lab: Lab, tmp_path: Path) -> None:
     """Claims deleted while no reconciler ran: its first sweep frees what they owned."""
     lab.claim("vm-s.blue")

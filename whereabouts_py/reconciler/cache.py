@@ -22,7 +22,7 @@ import threading
 from collections.abc import Callable, Collection, Iterable, Iterator
 from typing import TypeVar
 
-from whereabouts_py.errors import WhereaboutsError
+from whereabouts_py.errors import NotFoundError, WhereaboutsError
 from whereabouts_py.store.base import Store
 from whereabouts_py.store.kube import KubeStore, WatchEvent
 from whereabouts_py.store.values import PoolSnapshot, Reservation
@@ -33,6 +33,8 @@ log = logging.getLogger(__name__)
 WATCH_TIMEOUT_S = 240.0
 # The longest wait before a failed listing or watch is tried again.
 RETRY_MAX_S = 10.0
+# How often a watch of a resource the API does not serve looks again.
+ABSENT_S = 10.0
 
 T = TypeVar("T")
 
@@ -153,9 +155,13 @@ def run_watch(
 ) -> None:
     """LIST then WATCH one collection into a cache until ``stop``; list again on 410 or errors."""
     retry_s = 0.5
+    absent = False
     while not stop.is_set():
         try:
             items, version = list_at()
+            if absent:
+                log.info("%s: served now", what)
+                absent = False
             replace(items)
             log.info("%s listed: %d objects at resourceVersion %s", what, len(items), version)
             retry_s = 0.5
@@ -178,6 +184,15 @@ def run_watch(
                 if expired:
                     log.info("%s watch expired at resourceVersion %s: listing again", what, version)
                     break
+        except NotFoundError as error:
+            # The resource is not served (a CRD not installed yet, e.g. IPAMClaims
+            # before KubeVirt): look again now and then, and start once it is.
+            if not absent:
+                log.info("%s: not served (%s); looking again every %.0f s", what, error, ABSENT_S)
+            absent = True
+            if stop.wait(ABSENT_S):
+                return
+            continue
         except WhereaboutsError as error:
             log.warning("%s watch failed, listing again in %.1f s: %s", what, retry_s, error)
         except Exception:  # a bug must not end the thread: the cache would go stale silently

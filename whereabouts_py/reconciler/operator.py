@@ -3,9 +3,11 @@
 Process shape. Every replica, always, watches pods cluster-wide and keeps
 its IPPool and reservation caches warm (``cache.py``): one LIST (in pages,
 each pod cut down to its name, UID, phase and conditions as it arrives)
-then one WATCH per collection, threads of our own. Next to them run kopf
-(standalone, no KopfPeering; it watches IPAMClaims and carries the loop
-heartbeat), the leader election (``leader.py``), the event worker, the
+then one WATCH per collection, threads of our own; IPAMClaims are watched
+the same way (a deletion queues the claim; while the CRD is not installed
+the watch looks for it every few seconds, so KubeVirt may come later). Next
+to them run kopf (standalone, no KopfPeering; it carries the loop heartbeat
+and the login), the leader election (``leader.py``), the event worker, the
 sweeper and the status refresher. Only the event worker, the sweeper and the
 status refresher write, and only while this replica leads; a follower drops
 the pod events it sees. A takeover needs no start-up (login, discovery,
@@ -55,6 +57,7 @@ from typing import Any
 
 import kopf
 
+from whereabouts_py.core.ownership import disruption_targeted
 from whereabouts_py.errors import ConfigError, WhereaboutsError
 from whereabouts_py.metrics import reconciler as metrics
 from whereabouts_py.metrics.health import Check, Heartbeat, succeeds
@@ -99,12 +102,7 @@ def releases_addresses(event: Mapping[str, Any]) -> bool:
     status = body.get("status") or {}
     if status.get("phase") in ("Succeeded", "Failed"):
         return True
-    return any(
-        isinstance(condition, dict)
-        and condition.get("type") == "DisruptionTarget"
-        and condition.get("status") == "True"
-        for condition in status.get("conditions") or []
-    )
+    return disruption_targeted(status.get("conditions"))
 
 
 class PendingPods:
@@ -366,13 +364,10 @@ class PodWatch:
 
 
 def build_registry(
-    pending: PendingPods,
-    election: LeaderElection,
-    kubeconfig: str | None,
-    heartbeat: Heartbeat | None = None,
+    kubeconfig: str | None, heartbeat: Heartbeat | None = None
 ) -> kopf.OperatorRegistry:
-    """kopf handlers: log in, queue deleted IPAMClaims, and beat ``heartbeat`` from
-    kopf's event loop (so /healthz fails when that loop is stuck)."""
+    """kopf handlers: log in, and beat ``heartbeat`` from kopf's event loop (so
+    /healthz fails when that loop is stuck)."""
     registry = kopf.OperatorRegistry()
     beating: set[asyncio.Task[None]] = set()
 
@@ -398,24 +393,6 @@ def build_registry(
         if kubeconfig:
             return kopf.login_with_kubeconfig(**kwargs)
         return in_cluster_connection(kopf.login_with_service_account(**kwargs))
-
-    @kopf.on.event(
-        "k8s.cni.cncf.io",
-        "v1alpha1",
-        "ipamclaims",
-        registry=registry,
-        id="queue-deleted-ipamclaims",
-    )
-    async def claim_event(event: kopf.RawEvent, **_: Any) -> None:
-        if event.get("type") != "DELETED":
-            return
-        metadata = (event.get("object") or {}).get("metadata") or {}
-        ref = f"{metadata.get('namespace', '')}/{metadata.get('name', '')}"
-        if not election.leading:
-            log.debug("follower: not acting on IPAMClaim %s", ref)
-            return
-        log.info("IPAMClaim %s deleted: releasing what it owned", ref)
-        pending.put(CLAIM_KEY_PREFIX + ref)
 
     return registry
 
@@ -481,6 +458,14 @@ class ReconcilerProcess:
 
         return {"operator-loop": self.loop_heartbeat.check, "threads": threads_alive}
 
+    def _claim_deleted(self, ref: str) -> None:
+        """An IPAMClaim is gone: the leader releases what it owned."""
+        if not self.election.leading:
+            log.debug("follower: not acting on IPAMClaim %s", ref)
+            return
+        log.info("IPAMClaim %s deleted: releasing what it owned", ref)
+        self.pending.put(CLAIM_KEY_PREFIX + ref)
+
     def run(self, kubeconfig: str | None) -> None:
         """Until SIGTERM/SIGINT, which kopf handles (so it runs in the main thread)."""
         metrics.set_leader(False)
@@ -499,6 +484,20 @@ class ReconcilerProcess:
                     "stop": self.stop,
                 },
                 name="watch-pods",
+                daemon=True,
+            ),
+            threading.Thread(
+                target=run_watch,
+                args=("IPAMClaims",),
+                kwargs={
+                    "list_at": self.store.list_ipam_claim_refs_at,
+                    "watch": self.store.watch_ipam_claim_refs,
+                    "replace": _ignore,
+                    "put": _ignore,
+                    "drop": self._claim_deleted,
+                    "stop": self.stop,
+                },
+                name="watch-ipamclaims",
                 daemon=True,
             ),
             threading.Thread(
@@ -534,9 +533,7 @@ class ReconcilerProcess:
             thread.start()
         try:
             kopf.run(
-                registry=build_registry(
-                    self.pending, self.election, kubeconfig, self.loop_heartbeat
-                ),
+                registry=build_registry(kubeconfig, self.loop_heartbeat),
                 settings=operator_settings(),
                 standalone=True,
                 clusterwide=True,
@@ -635,3 +632,7 @@ def in_cluster_connection(
     port = environ.get("KUBERNETES_SERVICE_PORT", "443").strip() or "443"
     bracketed = f"[{host}]" if ":" in host else host
     return replace(info, server=f"https://{bracketed}:{port}")
+
+
+def _ignore(_: object) -> None:
+    """Claims that exist need nothing: only their deletion frees addresses."""

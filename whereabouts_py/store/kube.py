@@ -228,6 +228,11 @@ def _pod_summary(body: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+def _object_ref(body: Mapping[str, Any]) -> str:
+    metadata = body.get("metadata") or {}
+    return f"{metadata.get('namespace', '')}/{metadata.get('name', '')}"
+
+
 class _Transport:
     """JSON over the client's authenticated connection pool.
 
@@ -602,6 +607,21 @@ class KubeStore:
         """Pod changes in every namespace after ``resource_version``, summarised."""
         return self._watch(
             "/api/v1/pods", "Pods in all namespaces", resource_version, timeout_s, _pod_summary
+        )
+
+    def list_ipam_claim_refs_at(self) -> tuple[list[str], str]:
+        """Every IPAMClaim (``namespace/name``) of the cluster, and the version to watch
+        from. NotFoundError while the IPAMClaim CRD is not installed."""
+        where = f"/apis/{CLAIM_GROUP}/{CLAIM_VERSION}/{CLAIMS}"
+        return self._list_at(where, "listing IPAMClaims in all namespaces", _object_ref)
+
+    def watch_ipam_claim_refs(
+        self, resource_version: str, timeout_s: float = 240.0
+    ) -> Iterator[WatchEvent[str]]:
+        """IPAMClaim changes (``namespace/name``) in every namespace after ``resource_version``."""
+        where = f"/apis/{CLAIM_GROUP}/{CLAIM_VERSION}/{CLAIMS}"
+        return self._watch(
+            where, "IPAMClaims in all namespaces", resource_version, timeout_s, _object_ref
         )
 
     def _list_at(
