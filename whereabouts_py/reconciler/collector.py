@@ -95,6 +95,7 @@ from whereabouts_py.core.ownership import (
     same_attachment,
     unmirrored_entries,
 )
+from whereabouts_py.core.poolops import pool_size
 from whereabouts_py.errors import (
     AlreadyExistsError,
     ConflictError,
@@ -170,20 +171,6 @@ class SweepReport:
     mirrored: list[str] = field(default_factory=list)
     failures: int = 0
     seconds: float = 0.0
-
-
-def pool_size(cidr: str, whole_range: str | None = None) -> int:
-    """Addresses an IPPool can hand out: all of ``cidr`` but its range's network and last.
-
-    A block of a large range (``whole_range`` set, see ``core.shards``) loses
-    only the whole range's network and last address, when they fall in it.
-    """
-    block = netaddr.IPNetwork(cidr)
-    whole = netaddr.IPNetwork(whole_range) if whole_range else block
-    if whole.size <= 2:
-        return 0
-    edges = sum(1 for address in (whole.first, whole.last) if block.first <= address <= block.last)
-    return max(0, int(block.size) - edges)
 
 
 class GarbageCollector:
