@@ -18,8 +18,11 @@ never a duplicate.
 
 from __future__ import annotations
 
+import itertools
+import math
 import threading
 import time
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
@@ -40,6 +43,9 @@ from whereabouts_py.store.kube import PoolSnapshot
 # How long a block found full is skipped. Our own DELs clear the mark at once;
 # other nodes' releases are noticed when it runs out.
 FULL_FOR_S = 300.0
+# Once the blocks in front are held by other nodes, a node goes on from a place
+# of its own among this many blocks (262,144 addresses).
+SPREAD_BLOCKS = 4096
 
 
 @dataclass
@@ -106,8 +112,11 @@ class Placement:
     def __init__(
         self,
         list_pools: Callable[[], list[PoolSnapshot]],
+        identity: str = "",
     ) -> None:
         self._list_pools = list_pools
+        # Where this node starts looking for a block of its own (see _walk).
+        self._spread = zlib.crc32(identity.encode())
         self._indexes: dict[str, RangeIndex] = {}
         self._lock = threading.Lock()
 
@@ -160,7 +169,7 @@ class Placement:
         # stretches are jumped over, so the steps before a free block are
         # bounded by the blocks in use (full, or held by other nodes), never by
         # the size of the address space.
-        for block in shard_indexes(rng):
+        for block in self._walk(rng, busy):
             if block in tried or index.is_full(block):
                 continue
             shard = shard_of(rng, block << SHARD_BITS)
@@ -185,9 +194,46 @@ class Placement:
                 checkpoint("trying a block found full before")
                 yield shard_of(rng, block << SHARD_BITS)
 
+    def _walk(self, rng: AddressRange, busy: list[Shard]) -> Iterator[int]:
+        """The range's blocks in the order this node tries them.
+
+        Lowest first while the blocks are free or full; once one turns out to
+        be held by another node (``busy`` is no longer empty), the node goes
+        on from a place of its own among the first SPREAD_BLOCKS blocks (by a
+        hash of its name), round, then on to the rest. Going on in order
+        instead, a node would ask for the Lease of every block the others
+        hold: with 100 nodes, some 12 Lease reads per allocation. Scattered
+        (a stride through them, from a start, both of this node's own), the
+        blocks the others hold, wherever they lie, are met about as often as
+        their share of the blocks. The walk stays bounded by SPREAD_BLOCKS
+        plus the blocks in use.
+        """
+        blocks = shard_indexes(rng)
+        first = list(itertools.islice(blocks, SPREAD_BLOCKS))
+        for position, block in enumerate(first):
+            if busy:
+                yield from _scattered(first[position:], self._spread)
+                break
+            yield block
+        yield from blocks
+
     def located(self, key: str, rng: AddressRange, owner: Allocation) -> Shard | None:
         """The shard known to hold ``owner`` (by pod or container), if any."""
         if not is_sharded(rng):
             return shard_of(rng, 0)
         found = self.index(key, rng).where(owner)
         return None if found is None else shard_of(rng, found << SHARD_BITS)
+
+
+def _scattered(blocks: list[int], seed: int) -> Iterator[int]:
+    """Every one of ``blocks`` once, in an order of ``seed``'s own: from a start, by a
+    stride that has no factor in common with their number."""
+    count = len(blocks)
+    if count == 0:
+        return
+    start = seed % count
+    stride = (seed // count) % count or 1
+    while math.gcd(stride, count) != 1:
+        stride += 1
+    for step in range(count):
+        yield blocks[(start + step * stride) % count]

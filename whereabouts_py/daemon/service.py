@@ -205,7 +205,7 @@ class IPAMService:
         # attachments was made before that ADD must not take its address away.
         self._adds_begun: dict[tuple[str, str], float] = {}
         self._adds_lock = threading.Lock()
-        self.placement = Placement(store.list_pools)
+        self.placement = Placement(store.list_pools, node)
 
     # --- dispatch ------------------------------------------------------------------------
     def handle(self, request: Mapping[str, Any]) -> dict[str, Any]:
