@@ -108,11 +108,12 @@ def main(plugin_type: str | None = None) -> int:
         own_type = plugin_type or _basename(sys.argv[0])
         if command in ("GC", "STATUS"):
             config = _plugin_config(config, own_type)
-        _check_environment(command)
+        attachment = _attachment_environment()
+        wire.check_environment(command, attachment)
         ipam = _ipam(config, own_type)
         if command == "GC":
             _check_valid_attachments(config)
-        result = _forward(command, config, _socket_path(ipam), _timeout(command))
+        result = _forward(command, attachment, config, _socket_path(ipam), _timeout(command))
         if command == "ADD":
             _write(results.render(result, cni_version))
         return 0
@@ -234,8 +235,9 @@ def _type_of(ipam: object) -> object:
     return ipam.get("type") if isinstance(ipam, dict) else None
 
 
-def _check_environment(command: str) -> None:
-    wire.check_environment(command, {name: _env(name) or "" for name in wire.FIELDS})
+def _attachment_environment() -> dict[str, str]:
+    """The CNI_* variables that name the attachment (wire.FIELDS), read once."""
+    return {name: _env(name) or "" for name in wire.FIELDS}
 
 
 def _ipam(config: dict[str, Any], own_type: str) -> dict[str, Any]:
@@ -335,17 +337,15 @@ def _timeout(command: str) -> float:
 
 
 def _forward(
-    command: str, config: dict[str, Any], socket_path: str, timeout_s: float
+    command: str,
+    attachment: dict[str, str],
+    config: dict[str, Any],
+    socket_path: str,
+    timeout_s: float,
 ) -> dict[str, Any]:
-    request = {
-        "command": command,
-        "containerID": (_env("CNI_CONTAINERID") or ""),
-        "netns": (_env("CNI_NETNS") or ""),
-        "ifname": (_env("CNI_IFNAME") or ""),
-        "args": (_env("CNI_ARGS") or ""),
-        "path": (_env("CNI_PATH") or ""),
-        "config": config,
-    }
+    request: dict[str, Any] = {"command": command}
+    request.update((key, attachment[name]) for name, key in wire.FIELDS.items())
+    request["config"] = config
     try:
         return wire.call(socket_path, request, timeout_s)
     except TryAgainError as error:

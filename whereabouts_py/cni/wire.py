@@ -44,6 +44,7 @@ from whereabouts_py.errors import (
 # typing costs milliseconds at every CNI call; it is only needed to type-check.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Mapping
     from typing import Any
 
 DEFAULT_SOCKET = "/run/whereabouts-py/daemon.sock"
@@ -157,7 +158,7 @@ def check_cni_args(cni_args: str) -> None:
         raise _invalid("CNI_ARGS K8S_POD_INFRA_CONTAINER_ID", infra, "not a valid container ID")
 
 
-def check_environment(command: str, environment: dict[str, object]) -> None:
+def check_environment(command: str, environment: Mapping[str, object]) -> None:
     """The CNI_* values of one call (by variable name), as the spec and our limits allow."""
     for name in REQUIRED_ENV.get(command, ()):
         if not environment.get(name):
