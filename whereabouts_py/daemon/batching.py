@@ -61,7 +61,7 @@ Operation = Callable[[dict[int, Allocation]], tuple[dict[int, Allocation], Any]]
 Coordination = Literal["auto", "always", "never"]
 
 MAX_WRITE_ATTEMPTS = 40
-# How long after a lost race the worker keeps coordinating through the Lease.
+# How long after a lost race the worker keeps coordinating (Lease or turns).
 COORDINATION_WINDOW_S = 5.0
 # How often a waiting worker looks at a Lease held by another node. Much shorter
 # than whereabouts' leader_retry_period (500 ms): turns are short here.
@@ -76,9 +76,6 @@ WATCH_IDLE_S = 30.0
 LEASE_STAGGER_S = 0.02
 # After an attempt lost to another node, how long to wait for the watch to say who.
 LEASE_CHANGE_WAIT_S = 0.25
-# A node that wants to write a pool taken in turns, and is not in its ring yet,
-# waits this long for the turn to open before it writes out of turn (and joins).
-JOIN_WAIT_S = 0.1
 # A node waits at most this long for its turn, then writes anyway.
 TURN_WAIT_LIMIT_S = 3.0
 
@@ -195,9 +192,12 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def _turn_of(snapshot: PoolSnapshot | None) -> turns.Turn:
+def _turn_of(snapshot: PoolSnapshot | PoolMark | None) -> turns.Turn:
+    """The turn a read of the pool, or its watch, states."""
     if snapshot is None:
         return turns.OPEN
+    if isinstance(snapshot, PoolMark):
+        return turns.parse(snapshot.annotations.get(TURN_ANNOTATION))
     annotations = snapshot.metadata.get("annotations") or {}
     return turns.parse(annotations.get(TURN_ANNOTATION))
 
@@ -352,7 +352,7 @@ class PoolWriter:
             if held is not None and held.resource_version != mark.resource_version:
                 self._snapshot = None  # someone else wrote: read it before writing
             idle = not self._queue and not self._worker_running
-        turn = turns.parse(mark.annotations.get(TURN_ANNOTATION))
+        turn = _turn_of(mark)
         if self.identity in turn.ring:
             self._pool_watch.want()  # a member must see when its turn comes
             self._lease_watch.want()  # and who asks to join
@@ -367,9 +367,7 @@ class PoolWriter:
             mark is None or not _older(held.resource_version, mark.resource_version)
         ):
             return _turn_of(held)
-        if mark is not None:
-            return turns.parse(mark.annotations.get(TURN_ANNOTATION))
-        return _turn_of(self.read())
+        return _turn_of(mark if mark is not None else self.read())
 
     def _after_conflict(self, lost: PoolSnapshot) -> None:
         """After a lost race, wait (briefly) for the watch to say who won."""
