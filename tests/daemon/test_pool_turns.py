@@ -140,3 +140,19 @@ def test_a_newcomer_that_cannot_ask_for_a_turn_writes_out_of_turn() -> None:
     assert node.run(assign(1)) == 1
     assert time.monotonic() - started < turns.TURN_GRACE_MS / 1000
     assert turn_of(store).ring == ("node-0", "node-x")
+
+
+def test_a_member_keeps_taking_its_turn_after_its_window_of_coordination() -> None:
+    store = CountingStore()
+    until = int(time.time() * 1000) + 1500
+    store.write_pool(
+        store.get_pool(POOL, CIDR),
+        {},
+        marks={turns.TURN_ANNOTATION: turns.Turn("node-x", until, ("node-0", "node-x")).encode()},
+    )
+    node = PoolWriter(store, POOL, CIDR, "node-0", turns=True)  # "auto": no race lost yet
+    node.read()  # what it last saw of the pool: it is in the ring, node-x's turn
+    started = time.monotonic()
+    assert node.run(assign(1)) == 1
+    assert time.monotonic() - started >= 1.0  # it waited for node-x's turn to lapse
+    assert store.conflicts == 0

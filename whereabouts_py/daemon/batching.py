@@ -359,15 +359,22 @@ class PoolWriter:
         if idle and turn.next == self.identity and not turn.lapsed(_now_ms()):
             self._enqueue(_Pending(_unchanged, passing=True))
 
-    def _current_turn(self) -> turns.Turn:
-        """The turn as last known: from our own last write, or the watch if newer."""
+    def _known_turn(self) -> turns.Turn | None:
+        """The turn as last known, without a request: from our own last write, or
+        the watch if newer; None when neither has said."""
         with self._cond:
             held, mark = self._snapshot, self._mark
         if held is not None and (
             mark is None or not _older(held.resource_version, mark.resource_version)
         ):
             return _turn_of(held)
-        return _turn_of(mark if mark is not None else self.read())
+        return None if mark is None else _turn_of(mark)
+
+    def _in_ring(self) -> bool:
+        """Whether this node is in the pool's ring, as last known: a member keeps
+        taking its turn after its window of coordination has run out."""
+        turn = self._known_turn()
+        return turn is not None and self.identity in turn.ring
 
     def _after_conflict(self, lost: PoolSnapshot) -> None:
         """After a lost race, wait (briefly) for the watch to say who won."""
@@ -394,7 +401,9 @@ class PoolWriter:
                 watch.wait_change(seen, time.monotonic() + LEASE_CHANGE_WAIT_S)
                 seen, synced, _ = watch.latest()
             # Without a watch, look at the pool itself.
-            turn = self._current_turn() if synced else _turn_of(self.read())
+            turn = self._known_turn() if synced else None
+            if turn is None:
+                turn = _turn_of(self.read())
             now_ms, now = _now_ms(), time.monotonic()
             if turn.may_write(self.identity, now_ms):
                 return
@@ -450,7 +459,9 @@ class PoolWriter:
 
     def _process(self, batch: list[_Pending]) -> None:
         for attempt in range(1, MAX_WRITE_ATTEMPTS + 1):
-            coordinating = self._coordinating()
+            coordinating = self._coordinating() or (
+                self.turns and self.coordination != "never" and self._in_ring()
+            )
             if coordinating:
                 if self.turns:
                     self._wait_turn()
