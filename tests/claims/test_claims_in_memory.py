@@ -14,7 +14,7 @@ import pytest
 from whereabouts_py.core.claims import ClaimState
 from whereabouts_py.core.ownership import PodState
 from whereabouts_py.daemon.service import IPAMService
-from whereabouts_py.errors import ConfigError, ConflictError, TryAgainError
+from whereabouts_py.errors import ApiUnavailableError, ConfigError, ConflictError, TryAgainError
 from whereabouts_py.store.memory import MemoryStore
 
 CONFIG: dict[str, Any] = {
@@ -138,3 +138,23 @@ def test_without_a_reference_the_opted_in_network_allocates_per_pod(store: Memor
     pool = store.get_pool("10.78.0.0-29", "10.78.0.0/29")
     assert [a.ipam_claim for a in pool.allocations.values()] == [None, None]
     assert store.calls["get_ipam_claim"] == 0
+
+
+def test_a_failed_add_of_the_claims_next_pod_leaves_the_claims_address(
+    store: MemoryStore,
+) -> None:
+    service = IPAMService(store, "node-a", coordination="never")
+    store.put_pod(PodState("vms", "other", "uid-other", networks='[{"name": "blue"}]'))
+    assert service.handle(request("ADD", "other"))["ips"] == [{"address": "10.78.0.1/29"}]
+    launcher(store, "launcher-1", "vm-a.blue")
+    assert service.handle(request("ADD", "launcher-1"))["ips"] == [{"address": "10.78.0.2/29"}]
+    # The migration target's ADD fails after its pool write (the reservation create).
+    launcher(store, "launcher-2", "vm-a.blue")
+    store.fail("create_reservation", ApiUnavailableError("injected", "test"))
+    with pytest.raises(ApiUnavailableError):
+        service.handle(request("ADD", "launcher-2"))
+    held = store.get_pool("10.78.0.0-29", "10.78.0.0/29").allocations
+    assert held[2].ipam_claim == "vms/vm-a.blue"  # still the claim's
+    # A lower address is free now: the retry must still get the claim's own.
+    service.handle({**request("DEL", "other")})
+    assert service.handle(request("ADD", "launcher-2"))["ips"] == [{"address": "10.78.0.2/29"}]

@@ -331,9 +331,7 @@ class IPAMService:
             if claim is not None:
                 self._record_in_claim(claim, held, attachment)
         except BaseException as error:
-            if not owner.ipam_claim:
-                # A claim's addresses stay its own: its next pod gets them.
-                self._roll_back(held, owner)
+            self._roll_back(held, owner)
             metrics.ALLOCATIONS.labels(network=network, result=_result_of(error)).inc()
             raise
         metrics.ALLOCATIONS.labels(network=network, result="allocated").inc(len(held))
@@ -566,8 +564,7 @@ class IPAMService:
                     self._legacy_cache.pop(whole_name, None)
                     mirror, mirrored = None, True
                 except BaseException:
-                    with contextlib.suppress(WhereaboutsError):
-                        writer.run(on_shard(shard, release_offset(offset, owner)))
+                    self._give_back_after_failure(writer, shard, offset, owner, None)
                     raise
                 if not mirrored:
                     # The Go plugin holds it in its object: ours is not to take.
@@ -585,11 +582,7 @@ class IPAMService:
             try:
                 claimed = self._claim_reservation(name, owner)
             except BaseException:
-                # The pool entry is written but the ADD fails: give it back, so
-                # that "all or nothing" holds and no DEL has to find it.
-                with contextlib.suppress(WhereaboutsError):
-                    self._unmirror(mirror, offset, owner)
-                    writer.run(on_shard(shard, release_offset(offset, owner)))
+                self._give_back_after_failure(writer, shard, offset, owner, mirror)
                 raise
             if claimed:
                 return _Held(writer, shard, offset, name, mirror)
@@ -645,7 +638,28 @@ class IPAMService:
             return True
         return False
 
+    def _give_back_after_failure(
+        self,
+        writer: PoolWriter,
+        shard: Shard,
+        offset: int,
+        owner: Allocation,
+        mirror: PoolWriter | None,
+    ) -> None:
+        """The pool entry is written but the ADD fails: give it back, so that "all
+        or nothing" holds and no DEL has to find it; a claim's entry stays its own
+        (its next pod gets it), as in ``_roll_back``."""
+        if owner.ipam_claim:
+            return
+        with contextlib.suppress(WhereaboutsError):
+            self._unmirror(mirror, offset, owner)
+            writer.run(on_shard(shard, release_offset(offset, owner)))
+
     def _roll_back(self, held: list[_Held], owner: Allocation) -> None:
+        """Give back what a failed ADD took; a claim's addresses stay its own (its
+        next pod gets them)."""
+        if owner.ipam_claim:
+            return
         for item in reversed(held):
             try:
                 if item.reservation is not None:
