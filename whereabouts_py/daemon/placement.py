@@ -38,7 +38,7 @@ from whereabouts_py.core.shards import (
     shards,
 )
 from whereabouts_py.daemon.deadline import checkpoint
-from whereabouts_py.store.kube import PoolSnapshot
+from whereabouts_py.store.values import PoolSnapshot
 
 # How long a block found full is skipped. Our own DELs clear the mark at once;
 # other nodes' releases are noticed when it runs out.

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import itertools
 import logging
 import threading
 import time
@@ -258,7 +259,6 @@ class IPAMService:
             if writer is None:
                 sharded = shard.network != shard.whole.network  # a block of a large range
                 writer = PoolWriter(
-                    # PoolWriter still names KubeStore but uses only Store methods.
                     self.store,
                     name,
                     shard.cidr,
@@ -874,11 +874,16 @@ class IPAMService:
 
     def _note_add_begun(self, container_id: str, ifname: str) -> None:
         now = time.monotonic()
+        horizon = now - GC_SPARES_ADDS_FOR_S
         with self._adds_lock:
+            # Kept in the order the ADDs began, so that what no GC can race any
+            # more is at the front, forgotten as it ages (no scan of the rest).
+            self._adds_begun.pop((container_id, ifname), None)
             self._adds_begun[(container_id, ifname)] = now
-            if len(self._adds_begun) > 4096:  # forget what no GC can race any more
-                horizon = now - GC_SPARES_ADDS_FOR_S
-                self._adds_begun = {k: t for k, t in self._adds_begun.items() if t > horizon}
+            for key, begun in list(itertools.islice(self._adds_begun.items(), 64)):
+                if begun > horizon:
+                    break
+                del self._adds_begun[key]
 
     def _add_begun_lately(self, container_id: str, ifname: str) -> bool:
         """Whether an ADD of this attachment began here less than GC_SPARES_ADDS_FOR_S ago.

@@ -11,6 +11,7 @@ from __future__ import annotations
 from prometheus_client import Counter, Histogram
 
 from whereabouts_py import errors
+from whereabouts_py.cni.wire import VERBS
 from whereabouts_py.metrics.common import GC_RELEASES, serve
 
 # The CNI error codes (docs/cni-errors.md) as the ``result`` label says them.
@@ -90,12 +91,9 @@ def result_of(error: BaseException) -> str:
     return result_name(code)
 
 
-CNI_VERBS = frozenset({"ADD", "DEL", "CHECK", "GC", "STATUS", "VERSION"})
-
-
 def observe_request(verb: str, code: int, seconds: float) -> None:
     """One answered request; a verb that is not one of CNI's is counted as ``unknown``."""
-    label = verb if verb in CNI_VERBS else "unknown"
+    label = verb if verb in VERBS else "unknown"
     REQUESTS.labels(verb=label, result=result_name(code)).observe(seconds)
 
 
