@@ -151,7 +151,6 @@ def run_watch(
     drop: Callable[[T], None],
     stop: threading.Event,
     timeout_s: float = WATCH_TIMEOUT_S,
-    on_event: Callable[[WatchEvent[T]], None] | None = None,
 ) -> None:
     """LIST then WATCH one collection into a cache until ``stop``; list again on 410 or errors."""
     retry_s = 0.5
@@ -179,8 +178,6 @@ def run_watch(
                             drop(event.value)
                         else:
                             put(event.value)
-                    if on_event is not None:
-                        on_event(event)
                 if expired:
                     log.info("%s watch expired at resourceVersion %s: listing again", what, version)
                     break
@@ -202,37 +199,57 @@ def run_watch(
         retry_s = min(retry_s * 2, RETRY_MAX_S)
 
 
+def watch_thread(
+    what: str,
+    name: str,
+    stop: threading.Event,
+    *,
+    list_at: Callable[[], tuple[list[T], str]],
+    watch: Callable[[str, float], Iterator[WatchEvent[T]]],
+    replace: Callable[[list[T]], None],
+    put: Callable[[T], None],
+    drop: Callable[[T], None],
+) -> threading.Thread:
+    """A thread (not started) that runs ``run_watch`` for one collection."""
+    return threading.Thread(
+        target=run_watch,
+        args=(what,),
+        kwargs={
+            "list_at": list_at,
+            "watch": watch,
+            "replace": replace,
+            "put": put,
+            "drop": drop,
+            "stop": stop,
+        },
+        name=name,
+        daemon=True,
+    )
+
+
 def watch_threads(
     store: KubeStore, cache: PoolCache, stop: threading.Event
 ) -> list[threading.Thread]:
     """The two threads that keep ``cache`` current (not started)."""
     return [
-        threading.Thread(
-            target=run_watch,
-            args=("IPPools",),
-            kwargs={
-                "list_at": store.list_pools_at,
-                "watch": store.watch_pools,
-                "replace": cache.replace_pools,
-                "put": cache.put_pool,
-                "drop": lambda pool: cache.drop_pool(pool.name),
-                "stop": stop,
-            },
-            name="watch-ippools",
-            daemon=True,
+        watch_thread(
+            "IPPools",
+            "watch-ippools",
+            stop,
+            list_at=store.list_pools_at,
+            watch=store.watch_pools,
+            replace=cache.replace_pools,
+            put=cache.put_pool,
+            drop=lambda pool: cache.drop_pool(pool.name),
         ),
-        threading.Thread(
-            target=run_watch,
-            args=("OverlappingRangeIPReservations",),
-            kwargs={
-                "list_at": store.list_reservations_at,
-                "watch": store.watch_reservations,
-                "replace": cache.replace_reservations,
-                "put": cache.put_reservation,
-                "drop": lambda reservation: cache.drop_reservation(reservation.name),
-                "stop": stop,
-            },
-            name="watch-reservations",
-            daemon=True,
+        watch_thread(
+            "OverlappingRangeIPReservations",
+            "watch-reservations",
+            stop,
+            list_at=store.list_reservations_at,
+            watch=store.watch_reservations,
+            replace=cache.replace_reservations,
+            put=cache.put_reservation,
+            drop=lambda reservation: cache.drop_reservation(reservation.name),
         ),
     ]

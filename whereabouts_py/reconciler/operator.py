@@ -30,20 +30,16 @@ number of pools. A pod the cache shows no entry of is looked at once more
 after ``CACHE_LAG_S`` (its ADD's pool write may not have reached the watch
 yet). Failed attempts are retried a few times, then left to the next sweep.
 
-kopf's own state. Only ``on.event`` handlers are registered (and start-up and
-clean-up ones for the heartbeat that /healthz reads), and those keep no
-state: kopf never patches a pod or a claim, adds no finalizer, writes no
-annotation and no status (so nothing fights structural pruning). To keep it
-that way even if a handler with state is added by mistake, the progress and
-diff-base storages are no-ops. kopf's own Kubernetes Events are switched off
-(we post ours through the store), and so is its scanning of CRDs and
-namespaces.
+kopf's part. It logs in and beats the loop heartbeat that /healthz reads
+(start-up and clean-up handlers), and handles the signals; it watches no
+resource, so it never patches a pod or a claim, adds no finalizer, writes no
+annotation and no status. Its own Kubernetes Events are switched off (we post
+ours through the store), and so is its scanning of CRDs.
 """
 
 from __future__ import annotations
 
 import asyncio
-import copy
 import datetime as dt
 import logging
 import os
@@ -51,7 +47,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -61,7 +57,7 @@ from whereabouts_py.core.ownership import disruption_targeted
 from whereabouts_py.errors import ConfigError, WhereaboutsError
 from whereabouts_py.metrics import reconciler as metrics
 from whereabouts_py.metrics.health import Check, Heartbeat, succeeds
-from whereabouts_py.reconciler.cache import PoolCache, run_watch, watch_threads
+from whereabouts_py.reconciler.cache import PoolCache, watch_thread, watch_threads
 from whereabouts_py.reconciler.collector import GarbageCollector
 from whereabouts_py.reconciler.leader import LeaderElection
 from whereabouts_py.reconciler.schedule import CronSchedule, parse_cron
@@ -87,8 +83,6 @@ STATUS_REFRESH_S = 5.0
 CACHE_LAG_S = 2.0
 # Queued IPAMClaims (namespace/name) carry this prefix, next to queued pods.
 CLAIM_KEY_PREFIX = "ipamclaim:"
-# How long kopf may hold a watch request open before it reconnects.
-WATCH_SERVER_TIMEOUT_S = 300
 
 
 # --- the event path -------------------------------------------------------------------------
@@ -112,27 +106,25 @@ class PendingPods:
     def __init__(self) -> None:
         self._pending: dict[str, int] = {}  # podref -> attempts made
         # podref -> UIDs the apiserver reported deleted (DELETED events): gone for good.
-        self.deleted: dict[str, set[str]] = {}
+        self._deleted: dict[str, set[str]] = {}
         self._ready = threading.Condition()
 
     def put(self, podref: str, attempts: int = 0, deleted_uid: str = "") -> None:
         with self._ready:
             self._pending[podref] = max(attempts, self._pending.get(podref, 0))
             if deleted_uid:
-                self.deleted.setdefault(podref, set()).add(deleted_uid)
+                self._deleted.setdefault(podref, set()).add(deleted_uid)
             self._ready.notify()
 
-    def take_all(self, timeout_s: float) -> dict[str, int]:
+    def take_all(self, timeout_s: float) -> tuple[dict[str, int], dict[str, set[str]]]:
+        """Everything queued (podref -> attempts made), with the deleted UIDs known
+        for those pods; both forgotten here at once (a follower drops them)."""
         with self._ready:
             if not self._pending:
                 self._ready.wait(timeout_s)
             taken, self._pending = self._pending, {}
-            return taken
-
-    def take_deleted(self, podrefs: Iterable[str]) -> dict[str, set[str]]:
-        """The deleted UIDs known for ``podrefs``, forgotten here once taken."""
-        with self._ready:
-            return {p: self.deleted.pop(p) for p in podrefs if p in self.deleted}
+            deleted, self._deleted = self._deleted, {}
+            return taken, deleted
 
 
 def run_event_worker(
@@ -145,7 +137,7 @@ def run_event_worker(
     # podref -> (when to look again, deleted UIDs): pods the cache showed no entry of.
     later: dict[str, tuple[float, set[str]]] = {}
     while not stop.is_set():
-        batch = pending.take_all(timeout_s=min(0.5, lag_s) if later else 0.5)
+        batch, deleted = pending.take_all(timeout_s=min(0.5, lag_s) if later else 0.5)
         now = time.monotonic()
         again = {podref: uids for podref, (due, uids) in later.items() if due <= now}
         for podref in again:
@@ -157,7 +149,6 @@ def run_event_worker(
             continue  # the next leader's first sweep covers these
         claims = [key.removeprefix(CLAIM_KEY_PREFIX) for key in batch if _is_claim_key(key)]
         pods = [key for key in batch if not _is_claim_key(key)]
-        deleted = pending.take_deleted(pods)
         for podref, uids in again.items():
             deleted.setdefault(podref, set()).update(uids)
         cache = collector.cache
@@ -273,52 +264,11 @@ def run_status_refresher(
 # --- kopf ---------------------------------------------------------------------------------
 
 
-class NoProgressStorage(kopf.ProgressStorage):
-    """Keeps no handler progress anywhere: our handlers are stateless."""
-
-    def fetch(self, *, key: kopf.HandlerId, body: kopf.Body) -> kopf.ProgressRecord | None:
-        return None
-
-    def store(
-        self,
-        *,
-        key: kopf.HandlerId,
-        record: kopf.ProgressRecord,
-        body: kopf.Body,
-        patch: kopf.Patch,
-    ) -> None:
-        return None
-
-    def purge(self, *, key: kopf.HandlerId, body: kopf.Body, patch: kopf.Patch) -> None:
-        return None
-
-    def touch(self, *, body: kopf.Body, patch: kopf.Patch, value: str | None) -> None:
-        return None
-
-    def clear(self, *, essence: kopf.BodyEssence) -> kopf.BodyEssence:
-        return copy.deepcopy(essence)
-
-
-class NoDiffBaseStorage(kopf.DiffBaseStorage):
-    """Keeps no last-handled state: nothing is ever written to a pod."""
-
-    def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
-        return None
-
-    def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
-        return None
-
-
 def operator_settings() -> kopf.OperatorSettings:
+    """kopf watches no resource here: no scanning of CRDs, no Events of its own."""
     settings = kopf.OperatorSettings()
     settings.posting.enabled = False
     settings.scanning.disabled = True
-    settings.peering.standalone = True
-    settings.persistence.progress_storage = NoProgressStorage()
-    settings.persistence.diffbase_storage = NoDiffBaseStorage()
-    settings.watching.server_timeout = WATCH_SERVER_TIMEOUT_S
-    settings.watching.client_timeout = WATCH_SERVER_TIMEOUT_S + 30
-    settings.watching.connect_timeout = 10
     return settings
 
 
@@ -472,33 +422,25 @@ class ReconcilerProcess:
         pods = PodWatch(self.pending, self.election)
         threads = [
             *watch_threads(self.store, self.cache, self.stop),
-            threading.Thread(
-                target=run_watch,
-                args=("Pods",),
-                kwargs={
-                    "list_at": self.store.list_pod_summaries_at,
-                    "watch": self.store.watch_pod_summaries,
-                    "replace": pods.listed,
-                    "put": pods.changed,
-                    "drop": pods.deleted,
-                    "stop": self.stop,
-                },
-                name="watch-pods",
-                daemon=True,
+            watch_thread(
+                "Pods",
+                "watch-pods",
+                self.stop,
+                list_at=self.store.list_pod_summaries_at,
+                watch=self.store.watch_pod_summaries,
+                replace=pods.listed,
+                put=pods.changed,
+                drop=pods.deleted,
             ),
-            threading.Thread(
-                target=run_watch,
-                args=("IPAMClaims",),
-                kwargs={
-                    "list_at": self.store.list_ipam_claim_refs_at,
-                    "watch": self.store.watch_ipam_claim_refs,
-                    "replace": _ignore,
-                    "put": _ignore,
-                    "drop": self._claim_deleted,
-                    "stop": self.stop,
-                },
-                name="watch-ipamclaims",
-                daemon=True,
+            watch_thread(
+                "IPAMClaims",
+                "watch-ipamclaims",
+                self.stop,
+                list_at=self.store.list_ipam_claim_refs_at,
+                watch=self.store.watch_ipam_claim_refs,
+                replace=_ignore,
+                put=_ignore,
+                drop=self._claim_deleted,
             ),
             threading.Thread(
                 target=self.election.run, args=(self.stop,), name="leader-election", daemon=True
