@@ -344,3 +344,14 @@ def test_ipam_claims_are_read_listed_and_given_a_status(backend: Backend) -> Non
         store.write_ipam_claim_status(written, ["10.1.0.5/24"], "launcher-a")
     with pytest.raises(InvalidNameError):
         store.get_ipam_claim(namespace, "Not/A/Name")
+
+
+def test_a_block_without_a_given_size_counts_the_addresses_its_range_allows(
+    backend: Backend,
+) -> None:
+    store = backend.store
+    range_of = {"whereabouts-py.io/range": "10.9.0.0/16"}
+    inner = store.write_pool(store.get_pool("10.9.1.0-26", "10.9.1.0/26"), {}, annotations=range_of)
+    first = store.write_pool(store.get_pool("10.9.0.0-26", "10.9.0.0/26"), {}, annotations=range_of)
+    assert inner.status["size"] == 64  # no network or last address of the /16 in it
+    assert first.status["size"] == 63  # holds the /16's network address

@@ -52,7 +52,6 @@ from whereabouts_py.store.values import (
     checked_namespace,
     kept_metadata,
     pool_status,
-    usable_addresses,
 )
 
 # The values are defined in store.values; they are named here too for the
@@ -68,7 +67,6 @@ __all__ = [
     "WatchEvent",
     "connect",
     "pool_status",
-    "usable_addresses",
 ]
 
 GROUP = "whereabouts.cni.cncf.io"

@@ -128,11 +128,6 @@ def pool_lease_name(pool: str) -> str:
     return f"whereabouts-py-pool-{pool}"[:253]
 
 
-def usable_addresses(cidr: str) -> int:
-    """Addresses of a range but its network and last address (0 if unreadable)."""
-    return pool_size(cidr)
-
-
 def pool_status(
     snapshot: PoolSnapshot,
     allocations: Mapping[int, Allocation],
@@ -148,9 +143,12 @@ def pool_status(
     its row reads ``fd60::/122`` block of ``fd60::/64``.
     """
     previous = snapshot.status
+    whole = (annotations or {}).get(WHOLE_RANGE_ANNOTATION) or (
+        snapshot.metadata.get("annotations") or {}
+    ).get(WHOLE_RANGE_ANNOTATION)
     known_size = previous.get("size")
     if size is None:
-        size = known_size if isinstance(known_size, int) else usable_addresses(snapshot.cidr)
+        size = known_size if isinstance(known_size, int) else pool_size(snapshot.cidr, whole)
     allocated = len(allocations)
     status: dict[str, Any] = {
         "size": size,
@@ -161,9 +159,6 @@ def pool_status(
     network = network if network is not None else previous.get("network")
     if network:
         status["network"] = network
-    whole = (annotations or {}).get(WHOLE_RANGE_ANNOTATION) or (
-        snapshot.metadata.get("annotations") or {}
-    ).get(WHOLE_RANGE_ANNOTATION)
     if whole:
         status["blockOf"] = str(whole)
     return status
