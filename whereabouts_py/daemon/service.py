@@ -761,10 +761,8 @@ class IPAMService:
                 if holder.ipam_claim:
                     continue  # the claim's, not the pod's: only its deletion frees it
                 if same_container_interface(holder, owner):
-                    address = shard.whole.network.first + shard.to_whole(local)
-                    name = reservation_name(
-                        netaddr.IPAddress(address, shard.whole.version), ipam.network_name
-                    )
+                    address = shard.whole.address_at(shard.to_whole(local))
+                    name = reservation_name(address, ipam.network_name)
                     self._drop_reservation(name, holder)
 
         def drop(allocations: dict[int, Allocation]) -> tuple[dict[int, Allocation], list[int]]:
@@ -795,8 +793,8 @@ class IPAMService:
                     None,
                 )
                 if local is not None:
-                    ip = shard.whole.network.first + shard.to_whole(local)
-                    address = f"{netaddr.IPAddress(ip, rng.version)}/{rng.network.prefixlen}"
+                    ip = shard.whole.address_at(shard.to_whole(local))
+                    address = f"{ip}/{rng.network.prefixlen}"
                     break
             if address is None:
                 raise ContainerUnknownError(
@@ -848,9 +846,7 @@ class IPAMService:
                 doomed = {k: h for k, h in snapshot.allocations.items() if stale(h)}
                 if ipam.enable_overlapping_ranges:
                     for local, holder in list(doomed.items()):
-                        ip = netaddr.IPAddress(
-                            shard.whole.network.first + shard.to_whole(local), rng.version
-                        )
+                        ip = shard.whole.address_at(shard.to_whole(local))
                         name = reservation_name(ip, ipam.network_name)
                         try:
                             self._drop_reservation(name, holder)
