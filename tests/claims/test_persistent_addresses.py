@@ -286,7 +286,7 @@ def test_deleting_the_claim_frees_its_addresses_within_seconds(lab: Lab, tmp_pat
         lab.delete_claim("vm-d.blue")
         took = wait_until(
             lambda: sorted(lab.entries()) == ["10.120.0.2", "fd00:120::2"],
-            timeout_s=10,
+            timeout_s=30,
             what="the deleted claim's addresses released",
         )
         assert took < 10
@@ -323,7 +323,7 @@ def test_a_reconciler_started_before_the_claim_crd_acts_on_claims_once_it_exists
             lab.delete_claim("vm-l.blue")
             took = wait_until(
                 lambda: lab.entries() == {},
-                timeout_s=10,
+                timeout_s=30,
                 what="the deleted claim's addresses released",
             )
             assert took < 10

@@ -274,13 +274,12 @@ def scale(cluster: Cluster, namespace: str, name: str, replicas: int) -> None:
 
 
 # --- fixtures ----------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def installed(cluster: Cluster) -> Iterator[Cluster]:
-    """The product, installed as users do it, on both nodes."""
-    archive = ensure_product_image()
-    import_image(archive, cluster.nodes)
-    cluster.kubectl("apply", "-k", str(OVERLAY))
+@contextlib.contextmanager
+def product_installed(cluster: Cluster) -> Iterator[Cluster]:
+    """The product, installed as users do it, on both nodes; removed at the end."""
     try:
+        import_image(ensure_product_image(), cluster.nodes)
+        cluster.kubectl("apply", "-k", str(OVERLAY))
         for kind in ("daemonset/whereabouts-daemon", "deployment/whereabouts-reconciler"):
             done = cluster.kubectl(
                 "rollout", "status", "-n", INSTALL_NAMESPACE, kind, "--timeout=180s", check=False
@@ -295,6 +294,13 @@ def installed(cluster: Cluster) -> Iterator[Cluster]:
         cluster.kubectl(
             "delete", "-k", str(OVERLAY), "--ignore-not-found", "--wait=true", check=False
         )
+
+
+@pytest.fixture(scope="module")
+def installed(cluster: Cluster) -> Iterator[Cluster]:
+    """The product, installed as users do it, on both nodes."""
+    with product_installed(cluster):
+        yield cluster
 
 
 @pytest.fixture

@@ -24,18 +24,17 @@ from typing import Any
 
 import pytest
 
-from whereabouts_py_dev.cluster import Cluster, import_image
-from whereabouts_py_dev.image import ensure_product_image
+from whereabouts_py_dev.cluster import Cluster
 
 from .conftest import run_pod, tools_pod, wait_service_account
 from .test_end_to_end import (
     INSTALL_NAMESPACE,
     NETWORK_STATUS,
     NETWORKS,
-    OVERLAY,
     apply,
     assert_check_clean,
     get_json,
+    product_installed,
     wait_until,
     whereabouts,
 )
@@ -63,27 +62,15 @@ CLAIM_RELEASE_BOUND_S = 10.0
 def installed_with_claims(cluster: Cluster) -> Iterator[Cluster]:
     """The IPAMClaim CRD (ours unless the cluster has one), then the product as users install it."""
     had_crd = cluster.kubectl("get", "crd", CLAIM_CRD, check=False).returncode == 0
-    if not had_crd:
-        cluster.kubectl("apply", "-k", str(CLAIM_CRDS))
-        cluster.kubectl("wait", "--for=condition=Established", f"crd/{CLAIM_CRD}", "--timeout=60s")
-    archive = ensure_product_image()
-    import_image(archive, cluster.nodes)
-    cluster.kubectl("apply", "-k", str(OVERLAY))
     try:
-        for kind in ("daemonset/whereabouts-daemon", "deployment/whereabouts-reconciler"):
-            done = cluster.kubectl(
-                "rollout", "status", "-n", INSTALL_NAMESPACE, kind, "--timeout=180s", check=False
+        if not had_crd:
+            cluster.kubectl("apply", "-k", str(CLAIM_CRDS))
+            cluster.kubectl(
+                "wait", "--for=condition=Established", f"crd/{CLAIM_CRD}", "--timeout=60s"
             )
-            if done.returncode != 0:
-                described = cluster.kubectl(
-                    "describe", "pods", "-n", INSTALL_NAMESPACE, check=False
-                ).stdout
-                raise AssertionError(f"{kind} not rolled out: {done.stderr}\n{described[-8000:]}")
-        yield cluster
+        with product_installed(cluster):
+            yield cluster
     finally:
-        cluster.kubectl(
-            "delete", "-k", str(OVERLAY), "--ignore-not-found", "--wait=true", check=False
-        )
         if not had_crd:
             cluster.kubectl(
                 "delete", "-k", str(CLAIM_CRDS), "--ignore-not-found", "--wait=true", check=False
