@@ -78,9 +78,7 @@ def test_the_caches_follow_pools_and_reservations_as_they_change(
     uid = cluster.create_pod("web-0")
     name = cluster.put_entries("10.150.0.0/24", {1: cluster.holder("web-0", uid)})
     wait_until(lambda: watched.holds(cluster.podref("web-0")), 10, "the pool's ADDED event")
-    wait_until(
-        lambda: watched.reservation("10.150.0.1") is not None, 10, "the reservation's event"
-    )
+    wait_until(lambda: watched.reservation("10.150.0.1") is not None, 10, "the reservation's event")
     other = cluster.create_pod("web-1")
     cluster.put_entries("10.150.0.0/24", {2: cluster.holder("web-1", other)})
     wait_until(lambda: watched.holds(cluster.podref("web-1")), 10, "the pool's MODIFIED event")
