@@ -167,3 +167,47 @@ def test_start_up_time(shim: Path, capsys: pytest.CaptureFixture[str]) -> None:
             f" (bare `python -IS -c pass`: p50 {bare_p50:.1f} ms)"
         )
     assert shim_p50 < 300
+
+
+def test_the_installed_shim_flushes_its_answer_and_exit_code_before_leaving(
+    tmp_path: Path,
+) -> None:
+    """``run`` leaves without the interpreter's teardown: nothing written may be lost."""
+    plugin = install_cni(tmp_path)
+    version = subprocess.run(
+        [plugin],
+        input=b'{"cniVersion": "0.3.1"}',
+        env={"CNI_COMMAND": "VERSION"},
+        capture_output=True,
+        check=False,
+    )
+    assert version.returncode == 0
+    assert json.loads(version.stdout)["cniVersion"] == "0.3.1"
+    refused = subprocess.run(
+        [plugin], input=b"{}", env={"CNI_COMMAND": "BOGUS"}, capture_output=True, check=False
+    )
+    assert refused.returncode == 1
+    assert json.loads(refused.stdout)["code"] == 4
+
+
+def test_run_flushes_stdout_and_stderr_then_exits_with_mains_code(tmp_path: Path) -> None:
+    # main() is replaced by one that writes to both streams without flushing and
+    # returns 3: the process must end with code 3 and both texts complete.
+    code = (
+        "import sys\n"
+        f"sys.path.insert(0, {PACKAGE_PARENT!r})\n"
+        "from whereabouts_py.cni import shim\n"
+        "def main(plugin_type=None):\n"
+        "    sys.stdout.write('out' * 5000)\n"
+        "    sys.stderr.write('err-no-newline')\n"
+        "    return 3\n"
+        "shim.main = main\n"
+        "shim.run()\n"
+        "print('never reached')\n"
+    )
+    completed = subprocess.run(
+        [sys.executable, "-IS", "-c", code], capture_output=True, check=False, text=True
+    )
+    assert completed.returncode == 3
+    assert completed.stdout == "out" * 5000
+    assert completed.stderr == "err-no-newline"

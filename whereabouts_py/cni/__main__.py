@@ -6,6 +6,6 @@ shim answers to comes from ``WHEREABOUTS_PY_CNI_TYPE`` (default "whereabouts").
 
 import os
 
-from whereabouts_py.cni.shim import main
+from whereabouts_py.cni.shim import run
 
-raise SystemExit(main(plugin_type=os.environ.get("WHEREABOUTS_PY_CNI_TYPE") or "whereabouts"))
+run(plugin_type=os.environ.get("WHEREABOUTS_PY_CNI_TYPE") or "whereabouts")

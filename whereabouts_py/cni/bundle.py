@@ -42,9 +42,9 @@ SHIM_MODULE = "whereabouts_py.cni.shim"
 OWN_MODULES = ("whereabouts_py", "whereabouts_py.errors", "whereabouts_py.cni")
 
 _ENTRY = f"""\
-from {SHIM_MODULE} import main
+from {SHIM_MODULE} import run
 
-raise SystemExit(main())
+run()
 """
 
 _IMPORTED_MODULES = f"""\

@@ -62,8 +62,8 @@ _SCRIPT = """\
 # whereabouts-py CNI IPAM plugin, installed by `whereabouts-py install-cni`.
 import sys
 sys.path.insert(0, {package_parent!r})
-from whereabouts_py.cni.shim import main
-raise SystemExit(main())
+from whereabouts_py.cni.shim import run
+run()
 """
 
 
