@@ -10,6 +10,7 @@ from netaddr import IPAddress, IPNetwork
 
 from whereabouts_py.core.allocator import Allocation
 from whereabouts_py.core.codec import (
+    DecodedEntries,
     decode_allocations,
     decode_reservation,
     encode_allocations,
@@ -156,3 +157,49 @@ def test_go_ipamclaimref_survives_a_round_trip() -> None:
     assert encode_allocations(decoded) == {"4": entry}
     spec = {"containerid": "c1", "podref": "ns/vm-0", "ifname": "net1", "ipamclaimref": "x/y"}
     assert encode_reservation(decode_reservation(spec)) == spec
+
+
+def _entry(container: str, node: str = "node-a") -> dict[str, str]:
+    return {"id": container, "podref": f"ns/{container}", "ifname": "net1", "node": node}
+
+
+def test_a_read_again_reuses_unchanged_entries_and_decodes_changed_ones() -> None:
+    known = DecodedEntries()
+    first = decode_allocations(
+        {"allocations": {"1": _entry("a"), "2": _entry("b"), "3": _entry("c")}}, "p", known
+    )
+    # As json.loads gives them: new, equal dicts for unchanged entries.
+    second = decode_allocations(
+        {"allocations": {"1": _entry("a"), "2": _entry("b", node="node-b"), "4": _entry("d")}},
+        "p",
+        known,
+    )
+    assert second[1] is first[1]
+    assert second[2] is not first[2]
+    assert second[2] == Allocation("b", "ns/b", "net1", node="node-b")
+    assert second[4] == Allocation("d", "ns/d", "net1", node="node-a")
+    assert set(second) == {1, 2, 4}
+    assert set(known.entries) == {"1", "2", "4"}
+    assert decode_allocations({"allocations": {}}, "p", known) == {}
+    assert known.entries == {}
+
+
+def test_reusing_entries_gives_what_decoding_afresh_gives() -> None:
+    known = DecodedEntries()
+    specs = [
+        {"allocations": {str(i): _entry(f"c{i % 3}", f"n{i % 2}") for i in range(j, j + 5)}}
+        for j in range(6)
+    ]
+    for spec in specs:
+        assert decode_allocations(spec, "p", known) == decode_allocations(spec, "p")
+
+
+def test_known_entries_never_let_a_malformed_pool_through() -> None:
+    known = DecodedEntries()
+    decode_allocations({"allocations": {"1": _entry("a")}}, "p", known)
+    with pytest.raises(StoreError, match="'id'"):
+        decode_allocations({"allocations": {"1": {**_entry("a"), "id": 5}}}, "p", known)
+    with pytest.raises(StoreError, match="'x1'"):
+        decode_allocations({"allocations": {"x1": _entry("a")}}, "p", known)
+    with pytest.raises(StoreError, match="appears twice"):
+        decode_allocations({"allocations": {"1": _entry("a"), "01": _entry("a")}}, "p", known)

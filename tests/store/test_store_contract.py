@@ -13,6 +13,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 
@@ -355,3 +356,24 @@ def test_a_block_without_a_given_size_counts_the_addresses_its_range_allows(
     first = store.write_pool(store.get_pool("10.9.0.0-26", "10.9.0.0/26"), {}, annotations=range_of)
     assert inner.status["size"] == 64  # no network or last address of the /16 in it
     assert first.status["size"] == 63  # holds the /16's network address
+
+
+@pytest.mark.kube
+def test_a_store_reads_what_another_writer_changed_in_an_entry_it_decoded_before(
+    control_plane: Any,
+) -> None:
+    """KubeStore keeps the entries it decoded last (DecodedEntries): an entry that
+    another writer changed under the same key must read as changed."""
+    namespace = f"s-{uuid.uuid4().hex[:10]}"
+    control_plane.kubectl("create", "namespace", namespace)
+    api = connect(str(control_plane.kubeconfig))
+    try:
+        ours, theirs = KubeStore(api, namespace), KubeStore(api, namespace)
+        written = ours.write_pool(ours.get_pool("10.9.0.0-29", "10.9.0.0/29"), {1: A, 2: B})
+        assert ours.get_pool("10.9.0.0-29", "10.9.0.0/29").allocations == {1: A, 2: B}
+        moved = Allocation("c-1", "ns/pod-a", "net1", node="node-z", pod_uid="uid-a")
+        theirs.write_pool(theirs.get_pool("10.9.0.0-29", "10.9.0.0/29"), {1: moved, 3: GO_MADE})
+        assert written.allocations == {1: A, 2: B}
+        assert ours.get_pool("10.9.0.0-29", "10.9.0.0/29").allocations == {1: moved, 3: GO_MADE}
+    finally:
+        api.close()

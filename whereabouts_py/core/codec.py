@@ -108,31 +108,67 @@ def _decode_owner(entry: Any, container_field: str, where: str) -> Allocation:
     )
 
 
-def decode_allocations(spec: Mapping[str, Any], pool: str = "") -> dict[int, Allocation]:
+class DecodedEntries:
+    """One pool's entries as last decoded: key -> (raw entry, its Allocation).
+
+    A shared pool is read again after every other node's write, and decoding
+    its entries (up to 256 objects) costs more CPU than the request itself;
+    with this, a read decodes only the entries that changed since the last one.
+    Entries are immutable and the mapping is replaced, never changed in place,
+    so threads may share one (a race only loses some reuse).
+    """
+
+    __slots__ = ("entries",)
+
+    def __init__(self) -> None:
+        self.entries: dict[str, tuple[object, Allocation]] = {}
+
+
+def decode_allocations(
+    spec: Mapping[str, Any], pool: str = "", known: DecodedEntries | None = None
+) -> dict[int, Allocation]:
     """The allocations of an IPPool ``spec``, keyed by offset.
 
     ``pool`` (the object's name) only makes error messages precise. A key
     that is not a non-negative decimal integer is a StoreError: the pool is
-    corrupt and guessing could hand out a held address.
+    corrupt and guessing could hand out a held address. With ``known``, an
+    entry equal to the one decoded last time under its key is not decoded
+    again, and ``known`` is updated to this read.
     """
-    where_pool = f"IPPool {pool}" if pool else "IPPool"
     raw = spec.get("allocations")
     if raw is None:
+        if known is not None:
+            known.entries = {}
         return {}
     if not isinstance(raw, Mapping):
+        where_pool = f"IPPool {pool}" if pool else "IPPool"
         raise StoreError(f"malformed {where_pool}", f"spec.allocations is {raw!r}, not an object")
+    previous = known.entries if known is not None else {}
+    seen: dict[str, tuple[object, Allocation]] = {}
     allocations: dict[int, Allocation] = {}
     for key, entry in raw.items():
-        where = f"{where_pool} allocation {key!r}"
         if not (isinstance(key, str) and key.isascii() and key.isdigit()):
             raise StoreError(
-                f"malformed {where}", "allocation keys must be non-negative decimal offsets"
+                f"malformed {_where(pool, key)}",
+                "allocation keys must be non-negative decimal offsets",
             )
         offset = int(key)
         if offset in allocations:
-            raise StoreError(f"malformed {where}", f"offset {offset} appears twice")
-        allocations[offset] = _decode_owner(entry, "id", where)
+            raise StoreError(f"malformed {_where(pool, key)}", f"offset {offset} appears twice")
+        hit = previous.get(key)
+        if hit is not None and hit[0] == entry:
+            allocation = hit[1]
+        else:
+            allocation = _decode_owner(entry, "id", _where(pool, key))
+        allocations[offset] = allocation
+        seen[key] = (entry, allocation)
+    if known is not None:
+        known.entries = seen
     return allocations
+
+
+def _where(pool: str, key: object) -> str:
+    return f"IPPool {pool} allocation {key!r}" if pool else f"IPPool allocation {key!r}"
 
 
 def encode_allocation(allocation: Allocation) -> AllocationEntry:

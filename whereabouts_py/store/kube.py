@@ -27,6 +27,7 @@ from kubernetes.client.exceptions import ApiException
 from whereabouts_py.core.allocator import Allocation
 from whereabouts_py.core.claims import NETWORKS_ANNOTATION, ClaimState, allocated_conditions
 from whereabouts_py.core.codec import (
+    DecodedEntries,
     decode_allocations,
     decode_reservation,
     encode_allocations,
@@ -83,6 +84,8 @@ POD_PAGE_SIZE = 500
 # IPPools and reservations listed for a watch come in pages of this many.
 LIST_PAGE_SIZE = 500
 DEFAULT_NAMESPACE = "kube-system"
+# How many pools' decoded entries a store keeps (a node writes few pools at once).
+DECODED_POOLS = 256
 # (connect, read) seconds for one API request.
 REQUEST_TIMEOUT = (3.0, 15.0)
 # How long a bearer token is used before asking the client for it again.
@@ -373,6 +376,9 @@ class KubeStore:
         self.namespace = checked_namespace(namespace)
         self.lease_namespace = checked_namespace(lease_namespace or namespace)
         self._call = _Transport(api_client)
+        # The pools this store read or wrote last, decoded (see DecodedEntries).
+        self._decoded: dict[str, DecodedEntries] = {}
+        self._decoded_lock = threading.Lock()
 
     # --- reachability -----------------------------------------------------------
     def ping(self) -> str:
@@ -390,7 +396,7 @@ class KubeStore:
                 body = self._call("GET", _objects(GROUP, VERSION, self.namespace, POOLS, name))
         except NotFoundError:
             return PoolSnapshot(name, cidr, {}, None)
-        return self._pool_from(body)
+        return self._pool_from(body, self._known(name))
 
     def list_pools(self) -> list[PoolSnapshot]:
         with _translated(f"listing IPPools in {self.namespace}"):
@@ -461,16 +467,28 @@ class KubeStore:
                 # Deleted since read (an empty block): the writer reads again and
                 # creates it, as after any lost compare-and-swap.
                 raise ConflictError(f"updating {where}: conflict", "it no longer exists") from None
-        return self._pool_from(answer)
+        return self._pool_from(answer, self._known(snapshot.name))
 
-    def _pool_from(self, body: Mapping[str, Any]) -> PoolSnapshot:
+    def _known(self, pool: str) -> DecodedEntries:
+        """The entries of ``pool`` as decoded last, kept for the most recent pools only."""
+        with self._decoded_lock:
+            known = self._decoded.get(pool)
+            if known is None:
+                if len(self._decoded) >= DECODED_POOLS:
+                    self._decoded.clear()
+                known = self._decoded[pool] = DecodedEntries()
+            return known
+
+    def _pool_from(
+        self, body: Mapping[str, Any], known: DecodedEntries | None = None
+    ) -> PoolSnapshot:
         metadata = body.get("metadata", {})
         spec = body.get("spec", {}) or {}
         name = str(metadata.get("name", ""))
         return PoolSnapshot(
             name=name,
             cidr=str(spec.get("range", "")),
-            allocations=decode_allocations(spec, pool=name),
+            allocations=decode_allocations(spec, pool=name, known=known),
             resource_version=str(metadata.get("resourceVersion")),
             metadata=kept_metadata(metadata),
             status=dict(body.get("status") or {}),
