@@ -350,11 +350,12 @@ def test_a_real_403_is_a_permissions_error_naming_the_right(control_plane: Contr
 
 
 def test_a_403_while_the_apiserver_starts_is_try_again(tmp_path: Path) -> None:
+    """Reads and watches alike: a request the starting apiserver refuses is "try again"."""
     with running(tmp_path / "cp") as plane:
         namespace = "starting"
         plane.kubectl("create", "namespace", namespace)
         plane.kubectl(
-            "create", "role", "read-pools", "-n", namespace, "--verb=get,list",
+            "create", "role", "read-pools", "-n", namespace, "--verb=get,list,watch",
             "--resource=ippools.whereabouts.cni.cncf.io",
         )  # fmt: skip
         plane.kubectl(
@@ -363,23 +364,40 @@ def test_a_403_while_the_apiserver_starts_is_try_again(tmp_path: Path) -> None:
         )  # fmt: skip
         store = KubeStore(connect(str(plane.kubeconfig_for("daemon"))), namespace)
         assert store.get_pool("x", "10.0.0.0/24").resource_version is None
-        seen: Counter[tuple[int, str]] = Counter()
-        for _restart in range(4):
+        reads: Counter[tuple[int, str]] = Counter()
+        watches: Counter[tuple[int, str]] = Counter()
+        for _restart in range(8):
             plane.stop_apiserver()
             started = threading.Event()
             starter = threading.Thread(target=start_and_tell, args=(plane, started))
             starter.start()
             while not started.is_set():
-                try:
-                    store.get_pool("x", "10.0.0.0/24")
-                except WhereaboutsError as error:
-                    seen[error.code, error.msg.split(": ", 1)[1]] += 1
+                for seen, attempt in ((reads, _read), (watches, _watch)):
+                    try:
+                        attempt(store)
+                    except WhereaboutsError as error:
+                        seen[error.code, error.msg.split(": ", 1)[1]] += 1
             starter.join()
-            if any("still starting" in msg for _code, msg in seen):
+            if all(starting(seen) for seen in (reads, watches)):
                 break
         # Refused connections and the 403s of the starting apiserver: all "try again".
-        assert {code for code, _msg in seen} == {11}, seen
-        assert any("still starting" in msg for _code, msg in seen), seen
+        assert {code for code, _msg in reads} == {11}, reads
+        assert {code for code, _msg in watches} == {11}, watches
+        assert starting(reads), reads
+        assert starting(watches), watches
+
+
+def starting(seen: Counter[tuple[int, str]]) -> bool:
+    return any("still starting" in msg for _code, msg in seen)
+
+
+def _read(store: KubeStore) -> None:
+    store.get_pool("x", "10.0.0.0/24")
+
+
+def _watch(store: KubeStore) -> None:
+    for _mark in store.watch_pool("x", timeout_s=1.0):
+        pass
 
 
 def start_and_tell(plane: ControlPlane, started: threading.Event) -> None:

@@ -290,12 +290,8 @@ class _Transport:
             preload_content=True,
         )
         text = response.data.decode("utf-8", errors="replace") if response.data else ""
-        if response.status == 403 and path != READYZ:
-            not_ready = self._not_ready()
-            if not_ready:
-                raise _StartingForbidden(response.status, response.reason, text, not_ready)
         if not 200 <= response.status <= 299:
-            raise ApiException(status=response.status, reason=response.reason, body=text)
+            raise self._refusal(response.status, response.reason, text, path)
         answer = json.loads(text) if text else {}
         return answer if isinstance(answer, dict) else {}
 
@@ -318,7 +314,7 @@ class _Transport:
         try:
             if not 200 <= response.status <= 299:
                 text = response.read().decode("utf-8", errors="replace")
-                raise ApiException(status=response.status, reason=response.reason, body=text)
+                raise self._refusal(response.status, response.reason, text, path)
             pending = b""
             for chunk in response.stream(65536):
                 pending += chunk
@@ -330,6 +326,15 @@ class _Transport:
                             yield event
         finally:
             response.release_conn()
+
+    def _refusal(self, status: int, reason: str | None, text: str, path: str) -> ApiException:
+        """The error of a request the server did not grant; a 403 from an apiserver
+        that is still starting says so (callers retry it as unavailable)."""
+        if status == 403 and path != READYZ:
+            not_ready = self._not_ready()
+            if not_ready:
+                return _StartingForbidden(status, reason, text, not_ready)
+        return ApiException(status=status, reason=reason, body=text)
 
     def _not_ready(self) -> str:
         """Why the apiserver is not ready ("" when it is, or cannot say).
