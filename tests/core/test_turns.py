@@ -98,3 +98,42 @@ def test_the_named_node_is_always_a_member_other_than_the_writer(
 def test_the_ring_is_bounded() -> None:
     many = ",".join(f"n{i:03d}" for i in range(200))
     assert len(parse(f"next=;until=0;ring={many}").ring) == turns.MAX_RING
+
+
+def test_each_node_asks_in_an_annotation_of_its_own_that_any_node_name_fits() -> None:
+    long_name = "n" * 253
+    keys = {turns.want_key(node) for node in ("node-a", "node-b", long_name)}
+    assert len(keys) == 3
+    for key in keys:
+        prefix, _, name = key.partition("/")
+        assert prefix == "whereabouts-py.io"
+        assert len(name) <= 63
+        assert name.startswith("want-")
+    assert turns.want_key("node-a") == turns.want_key("node-a")
+
+
+def test_requests_are_read_from_every_nodes_annotation_and_the_shared_one() -> None:
+    notes = {
+        turns.want_key("node-a"): "node-a=1000",
+        turns.want_key("node-b"): "node-b=900",
+        turns.WANT_ANNOTATION: "node-b=950,node-c=980",  # an earlier version's shared one
+        "other.io/note": "node-d=1000",
+    }
+    assert turns.wants_in(notes, 1100) == {"node-a": 1000, "node-b": 950, "node-c": 980}
+    assert turns.wants_in(notes, 950 + turns.WANT_TTL_MS) == {"node-a": 1000, "node-c": 980}
+
+
+def test_an_ask_sets_its_own_request_and_removes_only_expired_ones() -> None:
+    now = 10_000
+    seen = {
+        turns.want_key("node-b"): f"node-b={now - turns.WANT_TTL_MS}",  # expired
+        turns.want_key("node-c"): f"node-c={now - 10}",  # live
+        turns.want_key("node-a"): f"node-a={now - turns.WANT_TTL_MS}",  # its own: replaced
+        turns.WANT_ANNOTATION: "node-e=1",  # an earlier version's: left to its writers
+        "other.io/note": "x",
+    }
+    assert turns.ask("node-a", now, seen) == {
+        turns.want_key("node-a"): f"node-a={now}",
+        turns.want_key("node-b"): None,
+    }
+    assert turns.ask("node-a", now) == {turns.want_key("node-a"): f"node-a={now}"}

@@ -79,6 +79,12 @@ def test_nodes_take_turns_without_lost_races_and_the_ring_empties() -> None:
     # write, out of turn, may lose (it joins the ring by it).
     assert store.writes < requests
     assert store.conflicts <= 2 * len(nodes), (store.writes, store.conflicts)
+    # Asking for a turn is one patch of the node's own annotation: never read
+    # first, never a compare-and-swap (the Lease of a pool taken in turns is
+    # not held), at most a few per node in this burst.
+    assert store.calls["get_lease"] == 0
+    assert store.calls["write_lease"] == 0
+    assert store.calls["note_lease"] <= 3 * len(nodes), store.calls["note_lease"]
     # With nothing left to write, each member passes its turn on and leaves.
     deadline = time.monotonic() + 10.0
     while turn_of(store).ring and time.monotonic() < deadline:
@@ -134,7 +140,8 @@ def test_a_newcomer_that_cannot_ask_for_a_turn_writes_out_of_turn() -> None:
         {},
         marks={turns.TURN_ANNOTATION: turns.Turn("node-x", until, ("node-x",)).encode()},
     )
-    store.fail("get_lease", ForbiddenError("no Lease rights", "test"))
+    # It asks in the Lease by a patch (note_lease), refused here.
+    store.fail("note_lease", ForbiddenError("no Lease rights", "test"))
     (node,) = writers(store, 1)
     started = time.monotonic()
     assert node.run(assign(1)) == 1

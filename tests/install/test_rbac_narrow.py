@@ -75,7 +75,9 @@ def test_our_leases_are_writable_in_their_own_namespace(
     for verb in ("get", "update"):
         assert can_i(control_plane, user, verb, f"leases/{lease}", LEASES), verb
     assert can_i(control_plane, user, "create", "leases", LEASES)
-    unused = ("patch", "list")
+    unused = ("list",)
+    # A node asks for a shared pool's turn by patching an annotation (store note_lease).
+    assert can_i(control_plane, user, "patch", f"leases/{lease}", LEASES) is (user == DAEMON)
     # The reconciler deletes an empty block's Lease with the block; the daemon never deletes.
     assert can_i(control_plane, user, "delete", f"leases/{lease}", LEASES) is (user == RECONCILER)
     # A daemon waiting for a pool's Lease watches it (store watch_lease); the reconciler never.

@@ -223,6 +223,34 @@ def test_leases_are_taken_renewed_and_given_up_by_compare_and_swap(backend: Back
     assert not released.held_by_other("node-b", dt.datetime.now(dt.UTC))
 
 
+def test_lease_annotations_are_set_and_removed_without_compare_and_swap(
+    backend: Backend,
+) -> None:
+    store = backend.store
+    made = store.note_lease("pool-n", {"example.org/a": "1", "example.org/gone": None})
+    assert (made.holder, made.renewed, made.notes) == ("", None, {"example.org/a": "1"})
+    assert store.get_lease("pool-n") == made
+    # No read first and no conflict: each patch lands on whatever is there.
+    store.note_lease("pool-n", {"example.org/b": "2"})
+    both = store.note_lease("pool-n", {"example.org/a": None, "example.org/c": "3"})
+    assert both.notes == {"example.org/b": "2", "example.org/c": "3"}
+    assert both.resource_version != made.resource_version
+    # The holder's writes stay compare-and-swap, and keep the annotations.
+    with pytest.raises(ConflictError):
+        store.write_lease(made, "pool-n", "node-a", 5.0)
+    taken = store.write_lease(both, "pool-n", "node-a", 5.0)
+    assert taken.holder == "node-a"
+    assert taken.notes == both.notes
+    noted = store.note_lease("pool-n", {"example.org/d": "4"})
+    assert noted.holder == "node-a"
+    assert noted.renewed == taken.renewed
+    with pytest.raises(ConflictError):
+        store.write_lease(taken, "pool-n", "node-a", 5.0)  # the patch moved it on
+    latest = store.get_lease("pool-n")
+    assert latest is not None
+    assert latest.notes == {"example.org/b": "2", "example.org/c": "3", "example.org/d": "4"}
+
+
 def test_a_lease_watch_reports_the_lease_then_each_change_until_it_times_out(
     backend: Backend,
 ) -> None:

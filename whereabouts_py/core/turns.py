@@ -18,11 +18,15 @@ of its own. The annotation holds three things:
   that a request is taken once and nobody has to withdraw it.
 
 A node that is not in the ring asks for a turn in the pool's coordination
-Lease (the ``want`` annotation: node and when it asked); whoever writes the
-pool next takes it into the ring. Asking through another object matters: a
-node writing out of turn to join would race with the ring, and while the ring
-goes round quickly it would lose that race every time. When no ring is
-going (the turn is open or has lapsed), a node just writes.
+Lease: an annotation of its own (``want-<digest of its name>``, holding node
+and when it asked), set by a merge patch, so that nodes asking at the same
+moment never conflict and nobody reads the Lease first; whoever writes the
+pool next takes the request into the ring. (Daemons of earlier versions ask
+in one shared ``want`` annotation by compare-and-swap; it is still read.)
+Asking through another object matters: a node writing out of turn to join
+would race with the ring, and while the ring goes round quickly it would lose
+that race every time. When no ring is going (the turn is open or has
+lapsed), a node just writes.
 
 None of this decides correctness: every write is still a compare-and-swap on
 the pool's resourceVersion. Turns only spare the lost races.
@@ -30,6 +34,7 @@ the pool's resourceVersion. Turns only spare the lost races.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
@@ -176,3 +181,48 @@ def wants(value: str | None, now_ms: int) -> dict[str, int]:
 
 def encode_wants(found: Mapping[str, int]) -> str:
     return ",".join(f"{node}={when}" for node, when in sorted(found.items())[:MAX_RING])
+
+
+def want_key(node: str) -> str:
+    """The Lease annotation in which ``node`` asks for a turn: its own, so that asks
+    never conflict. A digest, since a node name may be longer than an annotation's
+    name may be (63 characters)."""
+    digest = hashlib.sha256(node.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+    return f"{WANT_ANNOTATION}-{digest}"
+
+
+def _is_want_key(key: str) -> bool:
+    return key == WANT_ANNOTATION or key.startswith(f"{WANT_ANNOTATION}-")
+
+
+def wants_in(notes: Mapping[str, str], now_ms: int) -> dict[str, int]:
+    """The live requests for a turn in a Lease's annotations: node -> when (ms).
+
+    Each node's own annotation, and the shared one of earlier versions; the
+    latest request of a node counts.
+    """
+    found: dict[str, int] = {}
+    for key, value in notes.items():
+        if _is_want_key(key):
+            for node, when in wants(value, now_ms).items():
+                found[node] = max(when, found.get(node, when))
+    return found
+
+
+def ask(node: str, now_ms: int, notes: Mapping[str, str] | None = None) -> dict[str, str | None]:
+    """The annotations to patch for ``node`` to ask for a turn now.
+
+    Requests in ``notes`` (the Lease as last seen) that have expired are
+    removed in the same patch (None), so that the Lease does not keep one
+    annotation per node that ever asked. Removing one that its node renewed
+    meanwhile costs that node at most a turn's wait: it then writes out of
+    turn, and compare-and-swap keeps that safe.
+    """
+    mine = want_key(node)
+    patch: dict[str, str | None] = {
+        key: None
+        for key, value in (notes or {}).items()
+        if key not in (mine, WANT_ANNOTATION) and _is_want_key(key) and not wants(value, now_ms)
+    }
+    patch[mine] = f"{node}={now_ms}"
+    return patch

@@ -40,9 +40,8 @@ from typing import Any, Generic, Literal, TypeVar
 
 from whereabouts_py.core import turns
 from whereabouts_py.core.allocator import Allocation
-from whereabouts_py.core.turns import TURN_ANNOTATION, WANT_ANNOTATION
+from whereabouts_py.core.turns import TURN_ANNOTATION
 from whereabouts_py.errors import (
-    AlreadyExistsError,
     ConflictError,
     ForbiddenError,
     NotFoundError,
@@ -428,34 +427,20 @@ class PoolWriter:
         _, synced, record = self._lease_watch.latest()
         if not synced or record is None:
             return {}
-        return turns.wants(record.notes.get(WANT_ANNOTATION), now_ms)
+        return turns.wants_in(record.notes, now_ms)
 
     def _ask_for_turn(self) -> bool:
-        """Ask for a turn in the pool's Lease (True: asked). Whoever writes the
-        pool next takes the request into the ring (core.turns)."""
-        watch = self._lease_watch
-        for _ in range(5):
-            seen, synced, record = watch.latest()
-            try:
-                current = record if synced else self.store.get_lease(self.lease_name)
-                now_ms = _now_ms()
-                found = turns.wants(current.notes.get(WANT_ANNOTATION) if current else None, now_ms)
-                found[self.identity] = now_ms
-                self.store.write_lease(
-                    current,
-                    self.lease_name,
-                    current.holder if current is not None else "",
-                    self.lease_settings.duration_s,
-                    notes={WANT_ANNOTATION: turns.encode_wants(found)},
-                )
-                return True
-            except (ConflictError, AlreadyExistsError):  # another node asked meanwhile
-                if synced:
-                    watch.wait_change(seen, time.monotonic() + LEASE_CHANGE_WAIT_S)
-            except StoreError as error:
-                log.info("pool %s: cannot ask for a turn (%s)", self.name, error)
-                return False
-        return False
+        """Ask for a turn in the pool's Lease (True: asked), in this node's own
+        annotation by a merge patch: no read first, no conflict with others asking.
+        Whoever writes the pool next takes the request into the ring (core.turns)."""
+        _, synced, record = self._lease_watch.latest()
+        seen = record.notes if synced and record is not None else {}
+        try:
+            self.store.note_lease(self.lease_name, turns.ask(self.identity, _now_ms(), seen))
+        except StoreError as error:
+            log.info("pool %s: cannot ask for a turn (%s)", self.name, error)
+            return False
+        return True
 
     def _process(self, batch: list[_Pending]) -> None:
         for attempt in range(1, MAX_WRITE_ATTEMPTS + 1):

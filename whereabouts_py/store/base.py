@@ -81,6 +81,11 @@ class Store(Protocol):
         notes: Mapping[str, str] | None = None,
     ) -> LeaseRecord: ...
 
+    def note_lease(self, name: str, notes: Mapping[str, str | None]) -> LeaseRecord:
+        """Set (None: remove) the Lease's annotations without compare-and-swap (writers
+        of different annotations never conflict); makes it, held by nobody, if missing."""
+        ...
+
     def delete_lease(self, record: LeaseRecord) -> bool:
         """Delete the Lease if unchanged since read (ConflictError if it changed); False if gone."""
         ...

@@ -77,6 +77,8 @@ RESERVATIONS = "overlappingrangeipreservations"
 LEASE_GROUP, LEASE_VERSION, LEASES = "coordination.k8s.io", "v1", "leases"
 # Objects' metadata only, in watches (and lists) of them.
 METADATA_ONLY = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1"
+# A JSON merge patch (RFC 7386): null removes a key.
+MERGE_PATCH = "application/merge-patch+json"
 # IPAMClaims (k8snetworkplumbingwg/ipamclaims), read and given a status; KubeVirt makes them.
 CLAIM_GROUP, CLAIM_VERSION, CLAIMS = "k8s.cni.cncf.io", "v1alpha1", "ipamclaims"
 # Pods are listed in pages of this many, so that a large cluster never arrives in one piece.
@@ -271,6 +273,7 @@ class _Transport:
         path: str,
         body: Mapping[str, Any] | None = None,
         timeout: tuple[float, float] = REQUEST_TIMEOUT,
+        content_type: str = "application/json",
     ) -> dict[str, Any]:
         headers = {"Accept": "application/json", "User-Agent": USER_AGENT}
         token = self._authorization()
@@ -278,7 +281,7 @@ class _Transport:
             headers["Authorization"] = token
         payload = None
         if body is not None:
-            headers["Content-Type"] = "application/json"
+            headers["Content-Type"] = content_type
             payload = json.dumps(body, separators=(",", ":")).encode()
         response = self._pool.request(
             method,
@@ -768,6 +771,37 @@ class KubeStore:
                     body,
                 )
         return self._lease_from(answer, duration_s)
+
+    def note_lease(self, name: str, notes: Mapping[str, str | None]) -> LeaseRecord:
+        """Set (None: remove) annotations of a Lease without reading it: a merge patch,
+        which never conflicts with another; creates the Lease, held by nobody, if missing."""
+        checked_name("Lease", name)
+        collection = _objects(LEASE_GROUP, LEASE_VERSION, self.lease_namespace, LEASES)
+        where = f"Lease {self.lease_namespace}/{name}"
+        for _ in range(3):
+            try:
+                with _translated(f"annotating {where}"):
+                    answer = self._call(
+                        "PATCH",
+                        f"{collection}/{name}",
+                        {"metadata": {"annotations": dict(notes)}},
+                        content_type=MERGE_PATCH,
+                    )
+                return self._lease_from(answer)
+            except NotFoundError:
+                pass
+            kept = {key: value for key, value in notes.items() if value is not None}
+            metadata: dict[str, Any] = {"name": name, "namespace": self.lease_namespace}
+            if kept:
+                metadata["annotations"] = kept
+            body = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": metadata}
+            try:
+                with _translated(f"creating {where}"):
+                    answer = self._call("POST", collection, {**body, "spec": {}})
+                return self._lease_from(answer)
+            except AlreadyExistsError:
+                continue  # made meanwhile: patch it
+        raise ConflictError(f"annotating {where}: conflict", "it was deleted and made again")
 
     def delete_lease(self, record: LeaseRecord) -> bool:
         """Delete it if unchanged since read (ConflictError if it changed); False if gone."""

@@ -303,6 +303,26 @@ class MemoryStore:
         self._lease_log.record(name, record)
         return record
 
+    def note_lease(self, name: str, notes: Mapping[str, str | None]) -> LeaseRecord:
+        checked_name("Lease", name)
+        self._enter("note_lease")
+        with self._lock:
+            stored = self._leases.get(name)
+            merged = dict(stored.notes) if stored is not None else {}
+            for key, value in notes.items():
+                if value is None:
+                    merged.pop(key, None)
+                else:
+                    merged[key] = value
+            version = self._next_version()
+            if stored is None:  # made, held by nobody, as the API makes it from an empty spec
+                record = LeaseRecord(name, "", None, 0.0, version, merged)
+            else:
+                record = replace(stored, resource_version=version, notes=merged)
+            self._leases[name] = record
+        self._lease_log.record(name, record)
+        return record
+
     def delete_lease(self, record: LeaseRecord) -> bool:
         checked_name("Lease", record.name)
         self._enter("delete_lease")
