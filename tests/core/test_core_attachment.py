@@ -8,11 +8,14 @@ reservations (pod and interface only, no container ID).
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from whereabouts_py.core import ownership
 from whereabouts_py.core.addresses import parse_range
 from whereabouts_py.core.allocator import (
     Allocation,
+    _find_attachment,
     assign,
     find_owned,
     names_a_pod,
@@ -126,3 +129,17 @@ def test_the_allocator_finds_and_frees_by_these_rules() -> None:
     assert freed == [1] and remaining == {2: OTHER_INTERFACE, 3: PLAIN}
     # A record without interface (old Go) goes with its container's DEL.
     assert release({5: OLD_GO_ENTRY}, "ctr-1", "net1") == ({}, [5])
+
+
+_PODS = st.sampled_from(["", "/", "ns/a", "ns/b", "other/a"])
+_CONTAINERS = st.sampled_from(["", "c1", "c2"])
+_IFNAMES = st.sampled_from(["", "net1", "net2"])
+_RECORDS = st.builds(Allocation, _CONTAINERS, _PODS, _IFNAMES)
+
+
+@given(st.dictionaries(st.integers(1, 20), _RECORDS, max_size=12), _RECORDS)
+def test_the_idempotency_lookup_finds_the_lowest_entry_same_attachment_accepts(
+    allocations: dict[int, Allocation], owner: Allocation
+) -> None:
+    matching = [offset for offset, record in allocations.items() if same_attachment(record, owner)]
+    assert _find_attachment(allocations, owner) == (min(matching) if matching else None)

@@ -164,8 +164,15 @@ def _find_attachment(allocations: Mapping[int, Allocation], owner: Allocation) -
     """
     if owner.ipam_claim:
         return find_claimed(allocations, owner.ipam_claim)
+    # same_attachment needs the pod or the container to be the same (the claim
+    # case is above): compared first, so that a full pool costs one comparison
+    # per entry, not a call.
+    podref, container_id = owner.podref, owner.container_id
     owned = [
-        offset for offset, allocation in allocations.items() if same_attachment(allocation, owner)
+        offset
+        for offset, allocation in allocations.items()
+        if (allocation.podref == podref or allocation.container_id == container_id)
+        and same_attachment(allocation, owner)
     ]
     return min(owned) if owned else None
 

@@ -34,6 +34,7 @@ the pool's resourceVersion. Turns only spare the lost races.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -72,8 +73,12 @@ class Turn:
 OPEN = Turn("", 0, ())
 
 
+@functools.lru_cache(maxsize=256)
 def parse(value: str | None) -> Turn:
-    """The turn an annotation value states; OPEN for a missing or malformed one."""
+    """The turn an annotation value states; OPEN for a missing or malformed one.
+
+    Cached (a Turn is immutable): every writer of a pool reads the same value
+    again at each event of its watch until the next write changes it."""
     if not value:
         return OPEN
     fields: dict[str, str] = {}
