@@ -11,16 +11,19 @@ exception: they are only ever created.)
 from __future__ import annotations
 
 import datetime as dt
+import http.client
 import json
+import select
 import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
 import urllib3
+import urllib3.connection
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
@@ -236,8 +239,136 @@ def _object_ref(body: Mapping[str, Any]) -> str:
     return f"{metadata.get('namespace', '')}/{metadata.get('name', '')}"
 
 
+class _Connections:
+    """Keep-alive connections to the apiserver, each used by one request at a time.
+
+    Each connection is made by the kubernetes client's urllib3 pool, so that
+    every setting of the client configuration applies to it (CA, client
+    certificates, server name, proxy, socket options); requests and answers
+    then go over it with http.client alone. urllib3's request and response
+    layers cost 0.66 ms of CPU per small request here, http.client 0.34 ms
+    (BENCHMARKS.md, "The HTTP client"), and a node daemon makes about two
+    requests per address.
+    """
+
+    def __init__(self, pool_manager: urllib3.PoolManager, url: str, keep: int) -> None:
+        parts = urllib.parse.urlsplit(url)
+        self._pool = pool_manager.connection_from_url(url)
+        self._https = parts.scheme == "https"
+        proxied = getattr(self._pool, "proxy", None) is not None
+        # Through an HTTP proxy without a tunnel, requests name the whole URL.
+        origin = f"{parts.scheme}://{parts.netloc}" if proxied and not self._https else ""
+        self._prefix = origin + parts.path.rstrip("/")
+        self._keep = keep
+        self._idle: list[http.client.HTTPConnection] = []
+        self._lock = threading.Lock()
+
+    def _connect(self, timeout_s: float) -> http.client.HTTPConnection:
+        # Made by the pool itself (a private method, the one that applies its
+        # settings), then taken over: the pool never sees it again.
+        made = cast(urllib3.connection.HTTPConnection, self._pool._new_conn())
+        made.timeout = timeout_s
+        if self._https and getattr(self._pool, "proxy", None) is not None:
+            self._pool._prepare_proxy(made)  # the CONNECT tunnel through the proxy
+        if made.sock is None:
+            made.connect()
+        kind = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
+        connection = kind(self._pool.host, self._pool.port)
+        connection.sock, made.sock = made.sock, None
+        connection.auto_open = 0  # never reconnect by itself (it would skip TLS)
+        return connection
+
+    def _take(self, timeout_s: float) -> tuple[http.client.HTTPConnection, bool]:
+        """An idle connection the server has not closed (True), else a new one."""
+        with self._lock:
+            while self._idle:
+                connection = self._idle.pop()
+                if not _dropped(connection):
+                    return connection, True
+                connection.close()
+        return self._connect(timeout_s), False
+
+    def _give_back(self, connection: http.client.HTTPConnection) -> None:
+        with self._lock:
+            if connection.sock is not None and len(self._idle) < self._keep:
+                self._idle.append(connection)
+                return
+        connection.close()
+
+    def open(
+        self,
+        method: str,
+        path: str,
+        payload: bytes | None,
+        headers: Mapping[str, str],
+        timeout: tuple[float, float],
+    ) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
+        """Send a request; the connection and its answer, headers read.
+
+        A GET that finds its kept connection closed by the server is sent again
+        on a new one; anything else that fails is ConnectionError (unreachable).
+        """
+        for attempt in (1, 2):
+            connection, reused = self._take(timeout[0])
+            try:
+                assert connection.sock is not None
+                connection.sock.settimeout(timeout[1])
+                connection.request(method, self._prefix + path, body=payload, headers=headers)
+                return connection, connection.getresponse()
+            except (OSError, http.client.HTTPException) as error:
+                connection.close()
+                stale = isinstance(
+                    error, http.client.RemoteDisconnected | ConnectionResetError | BrokenPipeError
+                )
+                if not (stale and reused and method == "GET" and attempt == 1):
+                    raise _unreachable(error) from None
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def finish(
+        self, connection: http.client.HTTPConnection, response: http.client.HTTPResponse
+    ) -> None:
+        """Keep the connection if its answer was read to the end and it stays open."""
+        if response.isclosed() and not response.will_close:
+            self._give_back(connection)
+        else:
+            connection.close()
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        payload: bytes | None,
+        headers: Mapping[str, str],
+        timeout: tuple[float, float],
+    ) -> tuple[int, str, bytes]:
+        """One request and its whole answer: status, reason and body."""
+        connection, response = self.open(method, path, payload, headers, timeout)
+        try:
+            data = response.read()
+        except (OSError, http.client.HTTPException) as error:
+            connection.close()
+            raise _unreachable(error) from None
+        self.finish(connection, response)
+        return response.status, response.reason, data
+
+
+def _dropped(connection: http.client.HTTPConnection) -> bool:
+    """Whether an idle kept connection was closed by the server (it reads as ready)."""
+    sock = connection.sock
+    if sock is None:
+        return True
+    poller = select.poll()
+    poller.register(sock, select.POLLIN)
+    return bool(poller.poll(0))
+
+
+def _unreachable(error: BaseException) -> ConnectionError:
+    # http.client's own errors are not OSErrors; the store reports both as unreachable.
+    return ConnectionError(f"{type(error).__name__}: {error}")
+
+
 class _Transport:
-    """JSON over the client's authenticated connection pool.
+    """JSON over keep-alive connections made with the client's configuration.
 
     The generated API classes validate every call's arguments with pydantic
     and walk every body, which costs more CPU than the request itself on a
@@ -249,7 +380,11 @@ class _Transport:
     def __init__(self, api_client: client.ApiClient) -> None:
         self._client = api_client
         self._configuration = api_client.configuration
-        self._pool = api_client.rest_client.pool_manager
+        self._connections = _Connections(
+            api_client.rest_client.pool_manager,
+            self._configuration.host,
+            self._configuration.connection_pool_maxsize or 8,
+        )
         self._token = ""
         self._token_read_at = -TOKEN_TTL_S
         self._token_lock = threading.Lock()
@@ -267,6 +402,13 @@ class _Transport:
                     self._token_read_at = now
         return self._token
 
+    def _headers(self, accept: str) -> dict[str, str]:
+        headers = {"Accept": accept, "User-Agent": USER_AGENT}
+        token = self._authorization()
+        if token:
+            headers["Authorization"] = token
+        return headers
+
     def __call__(
         self,
         method: str,
@@ -275,26 +417,15 @@ class _Transport:
         timeout: tuple[float, float] = REQUEST_TIMEOUT,
         content_type: str = "application/json",
     ) -> dict[str, Any]:
-        headers = {"Accept": "application/json", "User-Agent": USER_AGENT}
-        token = self._authorization()
-        if token:
-            headers["Authorization"] = token
+        headers = self._headers("application/json")
         payload = None
         if body is not None:
             headers["Content-Type"] = content_type
             payload = json.dumps(body, separators=(",", ":")).encode()
-        response = self._pool.request(
-            method,
-            self._configuration.host + path,
-            body=payload,
-            headers=headers,
-            timeout=urllib3.Timeout(connect=timeout[0], read=timeout[1]),
-            retries=False,
-            preload_content=True,
-        )
-        text = response.data.decode("utf-8", errors="replace") if response.data else ""
-        if not 200 <= response.status <= 299:
-            raise self._refusal(response.status, response.reason, text, path)
+        status, reason, data = self._connections.request(method, path, payload, headers, timeout)
+        text = data.decode("utf-8", errors="replace") if data else ""
+        if not 200 <= status <= 299:
+            raise self._refusal(status, reason, text, path)
         answer = json.loads(text) if text else {}
         return answer if isinstance(answer, dict) else {}
 
@@ -302,24 +433,21 @@ class _Transport:
         self, path: str, timeout_s: float, accept: str = "application/json"
     ) -> Iterator[dict[str, Any]]:
         """The JSON lines of a streaming GET (a watch), each parsed, until the server ends it."""
-        headers = {"Accept": accept, "User-Agent": USER_AGENT}
-        token = self._authorization()
-        if token:
-            headers["Authorization"] = token
-        response = self._pool.request(
-            "GET",
-            self._configuration.host + path,
-            headers=headers,
-            timeout=urllib3.Timeout(connect=REQUEST_TIMEOUT[0], read=timeout_s),
-            retries=False,
-            preload_content=False,
+        connection, response = self._connections.open(
+            "GET", path, None, self._headers(accept), (REQUEST_TIMEOUT[0], timeout_s)
         )
         try:
             if not 200 <= response.status <= 299:
                 text = response.read().decode("utf-8", errors="replace")
                 raise self._refusal(response.status, response.reason, text, path)
             pending = b""
-            for chunk in response.stream(65536):
+            while True:
+                try:
+                    chunk = response.read1(65536)
+                except (OSError, http.client.HTTPException) as error:
+                    raise _unreachable(error) from None
+                if not chunk:
+                    break
                 pending += chunk
                 *lines, pending = pending.split(b"\n")
                 for line in lines:
@@ -327,8 +455,10 @@ class _Transport:
                         event = json.loads(line)
                         if isinstance(event, dict):
                             yield event
-        finally:
-            response.release_conn()
+        except BaseException:
+            connection.close()
+            raise
+        self._connections.finish(connection, response)
 
     def _refusal(self, status: int, reason: str | None, text: str, path: str) -> ApiException:
         """The error of a request the server did not grant; a 403 from an apiserver
