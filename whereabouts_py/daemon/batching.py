@@ -77,6 +77,9 @@ LEASE_STAGGER_S = 0.02
 LEASE_CHANGE_WAIT_S = 0.25
 # A node waits at most this long for its turn, then writes anyway.
 TURN_WAIT_LIMIT_S = 3.0
+# In a ring of several nodes, a turn's write waits until this long after the
+# last write seen, for more requests to carry (see _gather).
+TURN_GATHER_S = 0.015
 
 
 # The coordination Lease of an IPPool (one name rule for the daemon and the reconciler).
@@ -264,6 +267,7 @@ class PoolWriter:
         # (its earlier events are older than what we hold).
         self._awaiting_rv: str | None = None
         self._mark: PoolMark | None = None  # the pool's version and turn, as the watch said
+        self._mark_at = 0.0  # when the watch said it (monotonic)
 
     @property
     def lease_name(self) -> str:
@@ -346,7 +350,7 @@ class PoolWriter:
                 if _older(mark.resource_version, self._awaiting_rv):
                     return  # the watch has not caught up with our own write yet
                 self._awaiting_rv = None
-            self._mark = mark
+            self._mark, self._mark_at = mark, time.monotonic()
             held = self._snapshot
             if held is not None and held.resource_version != mark.resource_version:
                 self._snapshot = None  # someone else wrote: read it before writing
@@ -450,6 +454,7 @@ class PoolWriter:
             if coordinating:
                 if self.turns:
                     self._wait_turn()
+                    self._gather()
                 else:
                     self._hold_lease()
                 batch.extend(self._take_more())  # in place: _work must see them too
@@ -457,6 +462,8 @@ class PoolWriter:
             fresh = snapshot is None
             if snapshot is None:
                 snapshot = self.store.get_pool(self.name, self.cidr)
+                if coordinating:
+                    batch.extend(self._take_more())  # what came while it was read
             if snapshot.resource_version is None and not self.create_missing:
                 if not fresh:
                     self._snapshot = None  # confirm that it is missing
@@ -547,6 +554,18 @@ class PoolWriter:
         for pending in batch:
             pending.error = failure
             pending.done.set()
+
+    def _gather(self) -> None:
+        """On a turn in a ring of several nodes, let requests gather until
+        TURN_GATHER_S after the last write seen: the ring writes one turn after
+        another, so each write waits a little for more to carry."""
+        turn = self._known_turn()
+        if turn is None or len(turn.ring) < 2:
+            return
+        with self._cond:
+            pause = self._mark_at + TURN_GATHER_S - time.monotonic()
+        if pause > 0:
+            time.sleep(pause)
 
     def _take_more(self) -> list[_Pending]:
         with self._cond:

@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import itertools
+import json
 import logging
 import threading
 import time
@@ -106,6 +107,8 @@ SHARD_LEASE_LINGER_S = 0.5
 LEGACY_CACHE_S = 1.0
 # Distinct configuration warnings remembered (each is logged once per process).
 MAX_REMEMBERED_WARNINGS = 1024
+# Parsed IPAM sections kept (a node serves a handful of networks).
+MAX_PARSED_CONFIGS = 256
 # Attempts to write an IPAMClaim's status when it changes under us.
 CLAIM_STATUS_ATTEMPTS = 5
 # Attempts to delete a reservation that changes under us.
@@ -202,6 +205,7 @@ class IPAMService:
         self._legacy_cache: dict[str, tuple[float, _Legacy]] = {}
         self._warned: set[str] = set()
         self._warned_lock = threading.Lock()
+        self._parsed: dict[str, IPAMConfig] = {}  # by the section's canonical JSON
         # When each attachment's latest ADD began on this node: a GC whose list of valid
         # attachments was made before that ADD must not take its address away.
         self._adds_begun: dict[tuple[str, str], float] = {}
@@ -234,7 +238,15 @@ class IPAMService:
         flat = self._read_flat_file(
             configuration_path if isinstance(configuration_path, str) else None
         )
-        parsed = parse_ipam_config(merge_flat_file(ipam, flat) if flat else ipam)
+        merged = merge_flat_file(ipam, flat) if flat else ipam
+        # Every request of a network carries the same section: parsed once.
+        key = json.dumps(merged, sort_keys=True, separators=(",", ":"))
+        parsed = self._parsed.get(key)
+        if parsed is None:
+            parsed = parse_ipam_config(merged)
+            if len(self._parsed) >= MAX_PARSED_CONFIGS:
+                self._parsed.clear()
+            self._parsed[key] = parsed
         for warning in parsed.warnings:
             self._warn_once(f"network {config.get('name', '?')}: {warning}")
         return parsed

@@ -272,8 +272,11 @@ class _Connections:
             self._pool._prepare_proxy(made)  # the CONNECT tunnel through the proxy
         if made.sock is None:
             made.connect()
-        kind = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
-        connection = kind(self._pool.host, self._pool.port)
+        # A plain HTTPConnection carries the TLS socket: HTTPSConnection would
+        # build a TLS context of its own (the system's CAs: 37 ms) it never uses.
+        connection = http.client.HTTPConnection(self._pool.host, self._pool.port)
+        if self._https:
+            connection.default_port = http.client.HTTPS_PORT  # the Host header as for https
         connection.sock, made.sock = made.sock, None
         connection.auto_open = 0  # never reconnect by itself (it would skip TLS)
         return connection
