@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import select
 import socket
+import ssl
 import threading
 import uuid
 from collections.abc import Iterator
@@ -128,5 +129,29 @@ def test_a_kept_connection_the_server_closed_is_not_used_again(
         control_plane.start_apiserver()
         for _ in range(5):
             assert store.get_pool("10.8.0.0-29", "10.8.0.0/29").resource_version is None
+    finally:
+        api.close()
+
+
+def test_later_connections_check_the_servers_certificate_as_the_first_did(
+    control_plane: ControlPlane, namespace: str
+) -> None:
+    api = connect(str(control_plane.kubeconfig))
+    try:
+        store = KubeStore(api, namespace)
+        connections = store._call._connections  # white box: the context kept for reuse
+        store.ping()
+        assert connections._tls is not None
+        context, server_name, _options = connections._tls
+        assert context.check_hostname
+        assert context.verify_mode == ssl.CERT_REQUIRED
+        # A new connection made with the kept context verifies the name...
+        connections._connect(3.0).close()
+        # ...and refuses a server that does not hold it.
+        connections._tls = (context, "not-the-apiserver.example", _options)
+        with pytest.raises(ssl.SSLCertVerificationError):
+            connections._connect(3.0)
+        connections._tls = (context, server_name, _options)
+        assert store.ping()
     finally:
         api.close()
