@@ -689,14 +689,22 @@ class KubeStore:
         """Delete it if unchanged since ``snapshot`` was read (ConflictError if it changed);
         False when it was already gone."""
         checked_name("IPPool", snapshot.name)
+        return self._delete_as_read(
+            _objects(GROUP, VERSION, self.namespace, POOLS, snapshot.name),
+            f"IPPool {self.namespace}/{snapshot.name}",
+            snapshot.resource_version,
+        )
+
+    def _delete_as_read(self, where: str, what: str, resource_version: str | None) -> bool:
+        """DELETE ``where`` only at ``resource_version`` (ConflictError otherwise);
+        False when it was already gone."""
         options = {
             "apiVersion": "v1",
             "kind": "DeleteOptions",
-            "preconditions": {"resourceVersion": snapshot.resource_version},
+            "preconditions": {"resourceVersion": resource_version},
         }
         try:
-            with _translated(f"deleting IPPool {self.namespace}/{snapshot.name}"):
-                where = _objects(GROUP, VERSION, self.namespace, POOLS, snapshot.name)
+            with _translated(f"deleting {what}"):
                 self._call("DELETE", where, options)
         except NotFoundError:
             return False
@@ -760,21 +768,11 @@ class KubeStore:
     def delete_reservation(self, reservation: Reservation) -> bool:
         """Delete it if unchanged since read; False when it was already gone."""
         checked_name("OverlappingRangeIPReservation", reservation.name)
-        options = {
-            "apiVersion": "v1",
-            "kind": "DeleteOptions",
-            "preconditions": {"resourceVersion": reservation.resource_version},
-        }
-        try:
-            with _translated(f"deleting OverlappingRangeIPReservation {reservation.name}"):
-                self._call(
-                    "DELETE",
-                    _objects(GROUP, VERSION, self.namespace, RESERVATIONS, reservation.name),
-                    options,
-                )
-        except NotFoundError:
-            return False
-        return True
+        return self._delete_as_read(
+            _objects(GROUP, VERSION, self.namespace, RESERVATIONS, reservation.name),
+            f"OverlappingRangeIPReservation {reservation.name}",
+            reservation.resource_version,
+        )
 
     # --- watched collections (the reconciler's caches) -------------------------------
     def list_pools_at(self) -> tuple[list[PoolSnapshot], str]:
@@ -989,18 +987,11 @@ class KubeStore:
     def delete_lease(self, record: LeaseRecord) -> bool:
         """Delete it if unchanged since read (ConflictError if it changed); False if gone."""
         checked_name("Lease", record.name)
-        options = {
-            "apiVersion": "v1",
-            "kind": "DeleteOptions",
-            "preconditions": {"resourceVersion": record.resource_version},
-        }
-        where = _objects(LEASE_GROUP, LEASE_VERSION, self.lease_namespace, LEASES, record.name)
-        try:
-            with _translated(f"deleting Lease {self.lease_namespace}/{record.name}"):
-                self._call("DELETE", where, options)
-        except NotFoundError:
-            return False
-        return True
+        return self._delete_as_read(
+            _objects(LEASE_GROUP, LEASE_VERSION, self.lease_namespace, LEASES, record.name),
+            f"Lease {self.lease_namespace}/{record.name}",
+            record.resource_version,
+        )
 
     def watch_lease(self, name: str, timeout_s: float = 60.0) -> Iterator[LeaseRecord | None]:
         """Watch one Lease: its current state first (if it exists), then every change
