@@ -87,9 +87,8 @@ METADATA_ONLY = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1"
 MERGE_PATCH = "application/merge-patch+json"
 # IPAMClaims (k8snetworkplumbingwg/ipamclaims), read and given a status; KubeVirt makes them.
 CLAIM_GROUP, CLAIM_VERSION, CLAIMS = "k8s.cni.cncf.io", "v1alpha1", "ipamclaims"
-# Pods are listed in pages of this many, so that a large cluster never arrives in one piece.
-POD_PAGE_SIZE = 500
-# IPPools and reservations listed for a watch come in pages of this many.
+# Collections (pods, pools, reservations) are listed in pages of this many, so
+# that a large cluster never arrives in one piece.
 LIST_PAGE_SIZE = 500
 DEFAULT_NAMESPACE = "kube-system"
 # How many pools' decoded entries a store keeps (a node writes few pools at once).
@@ -1087,18 +1086,8 @@ class KubeStore:
 
     def list_pods(self) -> list[PodState]:
         """Every pod of the cluster, read in pages (one consistent snapshot)."""
-        pods: list[PodState] = []
-        token = ""
-        while True:
-            query = f"?limit={POD_PAGE_SIZE}"
-            if token:
-                query += f"&continue={urllib.parse.quote(token, safe='')}"
-            with _translated("listing Pods in all namespaces"):
-                body = self._call("GET", f"/api/v1/pods{query}", timeout=(3.0, 60.0))
-            pods.extend(_pod_from(item) for item in body.get("items", []))
-            token = str((body.get("metadata") or {}).get("continue") or "")
-            if not token:
-                return pods
+        pods, _ = self._list_at("/api/v1/pods", "listing Pods in all namespaces", _pod_from)
+        return pods
 
     # --- IPAMClaims ------------------------------------------------------------------
     def get_ipam_claim(self, namespace: str, name: str) -> ClaimState | None:
