@@ -163,3 +163,24 @@ def test_a_member_keeps_taking_its_turn_after_its_window_of_coordination() -> No
     assert node.run(assign(1)) == 1
     assert time.monotonic() - started >= 1.0  # it waited for node-x's turn to lapse
     assert store.conflicts == 0
+
+
+def test_a_writer_looks_up_its_own_entries_in_its_copy_until_someone_else_writes() -> None:
+    store = CountingStore()
+    mine, theirs = writers(store, 2)
+    assert mine.run(assign(1)) == 1
+    deadline = time.monotonic() + 5.0
+    while not mine._pool_watch.latest()[1] and time.monotonic() < deadline:
+        time.sleep(0.01)
+    reads = store.calls["get_pool"]
+    copy = mine.current()
+    assert store.calls["get_pool"] == reads  # its own write is the latest: no read
+    assert copy.allocations[1].container_id == "c-1"
+    # Another node writes: the watch drops the copy, and the next look reads.
+    assert theirs.run(assign(2)) == 2
+    deadline = time.monotonic() + 5.0
+    while mine._snapshot is not None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    fresh = mine.current()
+    assert store.calls["get_pool"] > reads
+    assert {a.container_id for a in fresh.allocations.values()} == {"c-1", "c-2"}

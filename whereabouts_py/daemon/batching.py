@@ -303,6 +303,18 @@ class PoolWriter:
             self._snapshot = snapshot
         return snapshot
 
+    def current(self) -> PoolSnapshot:
+        """The pool as this node last read or wrote it while its watch runs and has
+        said nothing newer (the watch drops that copy at anyone else's write), else
+        a fresh read. For looking up this node's own entries: every write of them
+        went through this writer, so the copy holds them."""
+        _, synced, _ = self._pool_watch.latest()
+        with self._cond:
+            held = self._snapshot
+        if synced and held is not None and held.resource_version is not None:
+            return held
+        return self.read()
+
     # --- the worker ----------------------------------------------------------------------
     def _work(self) -> None:
         while True:

@@ -768,7 +768,7 @@ class IPAMService:
         """Free what ``owner``'s container interface holds in one object (reservation first)."""
         writer = self.writer(ipam, shard)
         if ipam.enable_overlapping_ranges:
-            snapshot = writer.read()
+            snapshot = writer.current()
             for local, holder in snapshot.allocations.items():
                 if holder.ipam_claim:
                     continue  # the claim's, not the pod's: only its deletion frees it
