@@ -415,3 +415,23 @@ def test_add_that_finds_the_go_plugin_took_its_address_moves_on(store: FaultySto
     assert entries(store, BLOCK, BLOCK_CIDR) == {2: "ctr-1"}
     assert entries(store, WHOLE, LARGE) == {1: "go-ctr", 2: "ctr-1"}
     assert reservations(store) == {"10.90.0.2": "ctr-1"}
+
+
+# --- DEL from a copy of the pool ------------------------------------------------------------
+
+
+def test_a_del_whose_copy_of_the_pool_misses_its_entry_drops_the_reservation_first(
+    store: FaultyStore, service: IPAMService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DEL looks up its entries in the writer's copy of the pool when the watch
+    says it is the latest; should that copy lack an entry (a write not yet
+    seen), the entry must not be released before its reservation is deleted."""
+    service.handle(request("ADD", "c-1"))
+    assert entries(store) == {1: "c-1"}
+    writer = next(iter(service._writers.values()))
+    stale = store.get_pool(POOL, RANGE)
+    stale = type(stale)(stale.name, stale.cidr, {}, stale.resource_version)
+    monkeypatch.setattr(writer, "current", lambda: stale)
+    service.handle(request("DEL", "c-1"))
+    assert entries(store) == {}
+    assert reservations(store) == {}

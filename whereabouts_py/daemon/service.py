@@ -767,8 +767,18 @@ class IPAMService:
     def _release_in(self, ipam: IPAMConfig, shard: Shard, owner: Allocation) -> list[int]:
         """Free what ``owner``'s container interface holds in one object (reservation first)."""
         writer = self.writer(ipam, shard)
-        if ipam.enable_overlapping_ranges:
-            snapshot = writer.current()
+        released: list[int] | None = None
+        if not ipam.enable_overlapping_ranges:
+            released = writer.run(_releasing(owner, None))
+        # Its entries are looked up in the writer's copy when that is the latest
+        # the watch knows, else in a fresh read. Their reservations go first; an
+        # entry the lookup did not see keeps the release from happening, and
+        # the lookup is made again from a fresh read.
+        for fresh in (False, True):
+            if released is not None:
+                break
+            snapshot = writer.read() if fresh else writer.current()
+            seen: set[int] = set()
             for local, holder in snapshot.allocations.items():
                 if holder.ipam_claim:
                     continue  # the claim's, not the pod's: only its deletion frees it
@@ -776,11 +786,9 @@ class IPAMService:
                     address = shard.whole.address_at(shard.to_whole(local))
                     name = reservation_name(address, ipam.network_name)
                     self._drop_reservation(name, holder)
-
-        def drop(allocations: dict[int, Allocation]) -> tuple[dict[int, Allocation], list[int]]:
-            return release(allocations, owner.container_id, owner.ifname)
-
-        released: list[int] = writer.run(drop)
+                    seen.add(local)
+            released = writer.run(_releasing(owner, None if fresh else seen))
+        assert released is not None
         if released and shard.network != shard.whole.network:
             self.placement.index(self._range_key(ipam, shard.whole), shard.whole).mark_has_room(
                 shard.index
@@ -958,3 +966,19 @@ def _valid_attachments(config: Mapping[str, Any]) -> set[tuple[str, str]]:
             )
         valid.add((item["containerID"], str(item.get("ifname", ""))))
     return valid
+
+
+def _releasing(
+    owner: Allocation, seen: set[int] | None
+) -> Callable[[dict[int, Allocation]], tuple[dict[int, Allocation], list[int] | None]]:
+    """The pool operation that frees ``owner``'s entries; with ``seen``, only if
+    they are all among the offsets whose reservations were dealt with (else it
+    changes nothing and answers None: look again)."""
+
+    def drop(allocations: dict[int, Allocation]) -> tuple[dict[int, Allocation], list[int] | None]:
+        remaining, released = release(allocations, owner.container_id, owner.ifname)
+        if seen is not None and not seen.issuperset(released):
+            return allocations, None
+        return remaining, released
+
+    return drop
