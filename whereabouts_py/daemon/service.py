@@ -94,7 +94,7 @@ from whereabouts_py.errors import (
 from whereabouts_py.metrics import daemon as metrics
 from whereabouts_py.store.base import Store
 from whereabouts_py.store.flatfile import read_flat_file
-from whereabouts_py.store.values import WHOLE_RANGE_ANNOTATION
+from whereabouts_py.store.values import WHOLE_RANGE_ANNOTATION, PoolSnapshot
 
 log = logging.getLogger(__name__)
 
@@ -767,33 +767,39 @@ class IPAMService:
     def _release_in(self, ipam: IPAMConfig, shard: Shard, owner: Allocation) -> list[int]:
         """Free what ``owner``'s container interface holds in one object (reservation first)."""
         writer = self.writer(ipam, shard)
-        released: list[int] | None = None
+        released: list[int] | None
         if not ipam.enable_overlapping_ranges:
             released = writer.run(_releasing(owner, None))
-        # Its entries are looked up in the writer's copy when that is the latest
-        # the watch knows, else in a fresh read. Their reservations go first; an
-        # entry the lookup did not see keeps the release from happening, and
-        # the lookup is made again from a fresh read.
-        for fresh in (False, True):
-            if released is not None:
-                break
-            snapshot = writer.read() if fresh else writer.current()
-            seen: set[int] = set()
-            for local, holder in snapshot.allocations.items():
-                if holder.ipam_claim:
-                    continue  # the claim's, not the pod's: only its deletion frees it
-                if same_container_interface(holder, owner):
-                    address = shard.whole.address_at(shard.to_whole(local))
-                    name = reservation_name(address, ipam.network_name)
-                    self._drop_reservation(name, holder)
-                    seen.add(local)
-            released = writer.run(_releasing(owner, None if fresh else seen))
-        assert released is not None
+        else:
+            # Its entries are looked up in the writer's copy when that is the
+            # latest the watch knows; their reservations go first. An entry the
+            # lookup did not see keeps the release from happening, and the lookup
+            # is made again from a fresh read.
+            seen = self._drop_reservations_of(ipam, shard, owner, writer.current())
+            released = writer.run(_releasing(owner, seen))
+            if released is None:
+                self._drop_reservations_of(ipam, shard, owner, writer.read())
+                released = writer.run(_releasing(owner, None))
+        assert released is not None  # only a lookup from the copy answers None
         if released and shard.network != shard.whole.network:
             self.placement.index(self._range_key(ipam, shard.whole), shard.whole).mark_has_room(
                 shard.index
             )
         return released
+
+    def _drop_reservations_of(
+        self, ipam: IPAMConfig, shard: Shard, owner: Allocation, snapshot: PoolSnapshot
+    ) -> set[int]:
+        """Delete the reservations of ``owner``'s entries in ``snapshot``; their offsets."""
+        seen: set[int] = set()
+        for local, holder in snapshot.allocations.items():
+            if holder.ipam_claim:
+                continue  # the claim's, not the pod's: only its deletion frees it
+            if same_container_interface(holder, owner):
+                address = shard.whole.address_at(shard.to_whole(local))
+                self._drop_reservation(reservation_name(address, ipam.network_name), holder)
+                seen.add(local)
+        return seen
 
     # --- CHECK -----------------------------------------------------------------------------
     def check(self, request: Mapping[str, Any], config: dict[str, Any]) -> dict[str, Any]:
