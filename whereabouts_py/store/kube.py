@@ -81,6 +81,7 @@ VERSION = "v1alpha1"
 POOLS = "ippools"
 RESERVATIONS = "overlappingrangeipreservations"
 LEASE_GROUP, LEASE_VERSION, LEASES = "coordination.k8s.io", "v1", "leases"
+LEASE_API_VERSION = f"{LEASE_GROUP}/{LEASE_VERSION}"
 # Objects' metadata only, in watches (and lists) of them.
 METADATA_ONLY = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1"
 # A JSON merge patch (RFC 7386): null removes a key.
@@ -258,9 +259,9 @@ class _Connections:
         parts = urllib.parse.urlsplit(url)
         self._pool = pool_manager.connection_from_url(url)
         self._https = parts.scheme == "https"
-        proxied = getattr(self._pool, "proxy", None) is not None
+        self._proxied = getattr(self._pool, "proxy", None) is not None
         # Through an HTTP proxy without a tunnel, requests name the whole URL.
-        origin = f"{parts.scheme}://{parts.netloc}" if proxied and not self._https else ""
+        origin = f"{parts.scheme}://{parts.netloc}" if self._proxied and not self._https else ""
         self._prefix = origin + parts.path.rstrip("/")
         self._keep = keep
         # The first connection's TLS context, server name and socket options,
@@ -289,8 +290,7 @@ class _Connections:
         applies its settings), then taken over: the pool never sees it again."""
         made = cast(urllib3.connection.HTTPConnection, self._pool._new_conn())
         made.timeout = timeout_s
-        proxied = getattr(self._pool, "proxy", None) is not None
-        if self._https and proxied:
+        if self._https and self._proxied:
             self._pool._prepare_proxy(made)  # the CONNECT tunnel through the proxy
         if made.sock is None:
             made.connect()
@@ -298,7 +298,7 @@ class _Connections:
         assert sock is not None
         if (
             isinstance(sock, ssl.SSLSocket)
-            and not proxied
+            and not self._proxied
             and getattr(self._pool, "assert_fingerprint", None) is None
             and (sock.context.check_hostname or sock.context.verify_mode == ssl.CERT_NONE)
         ):
@@ -935,7 +935,7 @@ class KubeStore:
         annotations = {**(current.notes if current is not None else {}), **(notes or {})}
         if annotations:
             metadata["annotations"] = annotations
-        body = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": metadata}
+        body = {"apiVersion": LEASE_API_VERSION, "kind": "Lease", "metadata": metadata}
         body["spec"] = spec
         if current is None:
             with _translated(f"creating Lease {self.lease_namespace}/{name}"):
@@ -974,7 +974,7 @@ class KubeStore:
             metadata: dict[str, Any] = {"name": name, "namespace": self.lease_namespace}
             if kept:
                 metadata["annotations"] = kept
-            body = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": metadata}
+            body = {"apiVersion": LEASE_API_VERSION, "kind": "Lease", "metadata": metadata}
             try:
                 with _translated(f"creating {where}"):
                     answer = self._call("POST", collection, {**body, "spec": {}})
